@@ -18,3 +18,17 @@ namespace mechlens::compat {
 constexpr bool kHasFusedAttention = MECHLENS_TORCH_AT_LEAST(2, 0);
 
 }  // namespace mechlens::compat
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+
+namespace mechlens::compat {
+
+/// A seeded CPU generator (the same call on 1.13 and 2.x).
+inline at::Generator make_generator(uint64_t seed, at::Device device = at::kCPU) {
+  (void)device;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return gen;
+}
+
+}  // namespace mechlens::compat

@@ -1,0 +1,107 @@
+#pragma once
+/// \file
+/// Grouped-query self-attention of the Llama family with its hook points:
+/// hook_q / hook_k / hook_v (projections before rotary, [batch, pos, heads, d_head]),
+/// hook_rot_q / hook_rot_k (after rotary), hook_pattern ([batch, heads, pos, key_pos], only
+/// computed when hooked: it forces the explicit path), hook_z ([batch, pos, heads, d_head], the
+/// input of o_proj). On LibTorch 2.x the fused scaled_dot_product_attention runs whenever no hook
+/// needs the pattern; LibTorch 1.13 always takes the explicit path.
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "mechlens/core/torch_compat.hpp"
+#include "mechlens/hooks/hook_registry.hpp"
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/linear.hpp"
+#include "mechlens/models/model_config.hpp"
+#include "mechlens/models/rotary.hpp"
+
+namespace mechlens {
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& cfg, int64_t layer, HookRegistry& hooks, const at::TensorOptions& options)
+      : layer_(layer), n_heads_(cfg.n_heads()), n_kv_heads_(cfg.n_kv_heads()), d_head_(cfg.d_head()) {
+    const int64_t d = cfg.d_model();
+    q_proj_ = register_module("q_proj", Linear(d, n_heads_ * d_head_, cfg.attention_bias, options));
+    k_proj_ = register_module("k_proj", Linear(d, n_kv_heads_ * d_head_, cfg.attention_bias, options));
+    v_proj_ = register_module("v_proj", Linear(d, n_kv_heads_ * d_head_, cfg.attention_bias, options));
+    o_proj_ = register_module("o_proj", Linear(n_heads_ * d_head_, d, false, options));
+    const std::string p = "blocks." + std::to_string(layer) + ".attn.";
+    hook_q_ = &hooks.add_point(p + "hook_q", layer, {kDimBatch, kDimPos, n_heads_, d_head_});
+    hook_k_ = &hooks.add_point(p + "hook_k", layer, {kDimBatch, kDimPos, n_kv_heads_, d_head_});
+    hook_v_ = &hooks.add_point(p + "hook_v", layer, {kDimBatch, kDimPos, n_kv_heads_, d_head_});
+    hook_rot_q_ = &hooks.add_point(p + "hook_rot_q", layer, {kDimBatch, kDimPos, n_heads_, d_head_});
+    hook_rot_k_ = &hooks.add_point(p + "hook_rot_k", layer, {kDimBatch, kDimPos, n_kv_heads_, d_head_});
+    hook_pattern_ = &hooks.add_point(p + "hook_pattern", layer, {kDimBatch, n_heads_, kDimPos, kDimKeyPos});
+    hook_z_ = &hooks.add_point(p + "hook_z", layer, {kDimBatch, kDimPos, n_heads_, d_head_});
+  }
+
+  /// x [batch, pos, d_model] -> [batch, pos, d_model] (the o_proj output).
+  /// `mask` is [batch, 1, pos, key_pos] (true = attend) or undefined for plain causal attention
+  /// over exactly these positions; with a cache, keys and values are appended to it first.
+  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache) {
+    const int64_t b = x.size(0), p = x.size(1);
+    at::Tensor q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]
+    at::Tensor k = (*hook_k_)(k_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
+    at::Tensor v = (*hook_v_)(v_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
+    q = (*hook_rot_q_)(apply_rotary(q, angles));
+    k = (*hook_rot_k_)(apply_rotary(k, angles));
+
+    at::Tensor keys, values;  // [b, kv, key_pos, d]
+    if (cache) {
+      std::tie(keys, values) = cache->write(layer_, k, v);
+    } else {
+      keys = k.transpose(1, 2);
+      values = v.transpose(1, 2);
+    }
+    at::Tensor z = attend(q.transpose(1, 2), keys, values, mask);  // [b, h, p, d]
+    z = (*hook_z_)(z.transpose(1, 2));                            // [b, p, h, d]
+    return o_proj_(z.reshape({b, p, n_heads_ * d_head_}));
+  }
+
+  int64_t layer() const { return layer_; }
+
+ private:
+  /// q [b, h, p, d], keys/values [b, kv, k, d] -> [b, h, p, d].
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& mask) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d_head_));
+#if MECHLENS_TORCH_AT_LEAST(2, 5)
+    if (!hook_pattern_->active()) {
+      if (mask.defined())
+        return at::scaled_dot_product_attention(q, keys, values, mask, 0.0, false, scale, n_heads_ != n_kv_heads_);
+      return at::scaled_dot_product_attention(q, keys, values, {}, 0.0, /*is_causal=*/true, scale,
+                                              n_heads_ != n_kv_heads_);
+    }
+#endif
+    // Explicit path: query heads are grouped over their KV head by a view, not a copy.
+    const int64_t b = q.size(0), p = q.size(2), kp = keys.size(2), g = n_heads_ / n_kv_heads_;
+    at::Tensor qg = q.reshape({b, n_kv_heads_, g, p, d_head_});
+    at::Tensor scores = at::matmul(qg, keys.unsqueeze(2).transpose(-1, -2)) * scale;  // [b, kv, g, p, k]
+    scores = scores.view({b, n_heads_, p, kp});
+    at::Tensor allowed = mask.defined() ? mask : causal_mask(p, kp, q.device());
+    scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    at::Tensor pattern = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    pattern = (*hook_pattern_)(pattern);  // [b, h, p, k]
+    at::Tensor z = at::matmul(pattern.reshape({b, n_kv_heads_, g, p, kp}), values.unsqueeze(2));  // [b, kv, g, p, d]
+    return z.view({b, n_heads_, p, d_head_});
+  }
+
+  static at::Tensor causal_mask(int64_t p, int64_t kp, at::Device device) {
+    return at::ones({p, kp}, at::TensorOptions().dtype(at::kBool).device(device)).tril(kp - p);
+  }
+
+  int64_t layer_, n_heads_, n_kv_heads_, d_head_;
+  Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  HookPoint *hook_q_, *hook_k_, *hook_v_, *hook_rot_q_, *hook_rot_k_, *hook_pattern_, *hook_z_;
+};
+TORCH_MODULE(Attention);
+
+}  // namespace mechlens

@@ -1,0 +1,169 @@
+#pragma once
+/// \file
+/// KVCache: keys (after rotary, as Hugging Face stores them) and values of every layer, allocated
+/// once for a capacity and written in place. Every slot knows its absolute position and whether it
+/// holds a real token (false for left padding); attention masks come from those, so spliced,
+/// prefixed and padded caches are masked by what they hold, not by where it sits.
+///
+/// Layout: keys and values are one tensor each, [layers, batch, kv_heads, capacity, d_head];
+/// `keys(l)` is a view of the first `length()` slots of layer l.
+
+#include <cstdint>
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/shape.hpp"
+#include "mechlens/models/model_config.hpp"
+
+namespace mechlens {
+
+class KVCache {
+ public:
+  KVCache() = default;
+  KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t d_head, int64_t capacity,
+          const at::TensorOptions& options)
+      : keys_(at::zeros({layers, batch, kv_heads, capacity, d_head}, options)),
+        values_(at::zeros({layers, batch, kv_heads, capacity, d_head}, options)),
+        positions_(at::zeros({batch, capacity}, options.dtype(at::kLong))),
+        valid_(at::zeros({batch, capacity}, options.dtype(at::kBool))) {
+    MECHLENS_CHECK(layers > 0 && batch > 0 && kv_heads > 0 && d_head > 0 && capacity > 0, ArgumentError,
+                   "KVCache: sizes must be positive (layers {}, batch {}, kv_heads {}, d_head {}, capacity {})",
+                   layers, batch, kv_heads, d_head, capacity);
+  }
+  /// A cache shaped for `config`, in the dtype and device of `options`.
+  static KVCache for_model(const ModelConfig& config, int64_t batch, int64_t capacity, const at::TensorOptions& options) {
+    return KVCache(config.n_layers(), batch, config.n_kv_heads(), config.d_head(), capacity, options);
+  }
+
+  bool defined() const { return keys_.defined(); }
+  int64_t n_layers() const { return keys_.size(0); }
+  int64_t batch() const { return keys_.size(1); }
+  int64_t n_kv_heads() const { return keys_.size(2); }
+  int64_t capacity() const { return keys_.size(3); }
+  int64_t d_head() const { return keys_.size(4); }
+  /// Slots filled so far (the same for every row; padding fills slots marked invalid).
+  int64_t length() const { return length_; }
+  at::ScalarType dtype() const { return keys_.scalar_type(); }
+  at::Device device() const { return keys_.device(); }
+  /// True when some filled slot holds padding (host-side flag, no device sync).
+  bool has_padding() const { return has_padding_; }
+
+  /// [batch, kv_heads, length, d_head] views of layer l.
+  at::Tensor keys(int64_t layer) const { return keys_.select(0, check_layer(layer)).narrow(2, 0, length_); }
+  at::Tensor values(int64_t layer) const { return values_.select(0, check_layer(layer)).narrow(2, 0, length_); }
+  /// [batch, length] absolute position of each slot / whether it holds a real token.
+  at::Tensor positions() const { return positions_.narrow(1, 0, length_); }
+  at::Tensor valid() const { return valid_.narrow(1, 0, length_); }
+  /// The whole storage, [layers, batch, kv_heads, capacity, d_head] (for in-place edits).
+  at::Tensor& key_storage() { return keys_; }
+  at::Tensor& value_storage() { return values_; }
+  at::Tensor& position_storage() { return positions_; }
+  at::Tensor& valid_storage() { return valid_; }
+
+  /// Makes room for `count` more slots: grows the storage (a copy) only when the capacity is
+  /// exceeded. Generation reserves prompt + max_new_tokens up front, so decoding never grows it.
+  void reserve(int64_t count) {
+    const int64_t need = length_ + count;
+    if (need <= capacity()) return;
+    const int64_t cap = std::max(need, 2 * capacity());
+    auto grow = [&](at::Tensor& t, int64_t dim) {
+      auto sizes = t.sizes().vec();
+      sizes[dim] = cap;
+      at::Tensor bigger = at::zeros(sizes, t.options());
+      bigger.narrow(dim, 0, length_).copy_(t.narrow(dim, 0, length_));
+      t = bigger;
+    };
+    grow(keys_, 3);
+    grow(values_, 3);
+    grow(positions_, 1);
+    grow(valid_, 1);
+  }
+
+  /// Starts appending `positions.size(1)` slots: records their positions [batch, n] and validity
+  /// [batch, n] (undefined = all real) and returns the first new slot. Layers then write their
+  /// keys and values with write(); commit() makes the slots part of the cache.
+  int64_t begin_append(const at::Tensor& positions, const at::Tensor& live) {
+    MECHLENS_CHECK(positions.dim() == 2 && positions.size(0) == batch(), ShapeError,
+                   "KVCache: positions have shape {}, expected [{}, n]", shape_str(positions.sizes()), batch());
+    const int64_t n = positions.size(1);
+    reserve(n);
+    positions_.narrow(1, length_, n).copy_(positions);
+    if (live.defined()) {
+      valid_.narrow(1, length_, n).copy_(live);
+      pending_padding_ = true;
+    } else {
+      valid_.narrow(1, length_, n).fill_(true);
+      pending_padding_ = false;
+    }
+    pending_ = n;
+    return length_;
+  }
+  /// Writes layer l's new keys / values, each [batch, n, kv_heads, d_head], at the slots
+  /// begin_append returned, and returns views of the layer's slots [0, start + n).
+  std::pair<at::Tensor, at::Tensor> write(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
+    const int64_t n = k.size(1);
+    MECHLENS_CHECK(n == pending_, ShapeError, "KVCache::write: {} new slots, but begin_append announced {}", n, pending_);
+    at::Tensor kl = keys_.select(0, layer), vl = values_.select(0, layer);
+    kl.narrow(2, length_, n).copy_(k.transpose(1, 2));
+    vl.narrow(2, length_, n).copy_(v.transpose(1, 2));
+    return {kl.narrow(2, 0, length_ + n), vl.narrow(2, 0, length_ + n)};
+  }
+  /// Positions / validity of slots [0, length + pending) during an append.
+  at::Tensor appending_positions() const { return positions_.narrow(1, 0, length_ + pending_); }
+  at::Tensor appending_valid() const { return valid_.narrow(1, 0, length_ + pending_); }
+  void commit() {
+    length_ += pending_;
+    has_padding_ = has_padding_ || pending_padding_;
+    pending_ = 0;
+  }
+  /// Abandons an append (e.g. an exception in a hook): the cache keeps its previous length.
+  void rollback() { pending_ = 0; }
+
+  /// Drops every slot from `length` on (the storage stays allocated).
+  void truncate(int64_t length) {
+    MECHLENS_CHECK(length >= 0 && length <= length_, ArgumentError,
+                   "KVCache::truncate: length {} outside [0, {}]", length, length_);
+    length_ = length;
+  }
+  /// Sets the length directly, for caches filled by hand (splices, loading).
+  void set_length(int64_t length, bool has_padding) {
+    MECHLENS_CHECK(length >= 0 && length <= capacity(), ArgumentError,
+                   "KVCache::set_length: {} outside [0, capacity {}]", length, capacity());
+    length_ = length;
+    has_padding_ = has_padding;
+  }
+
+  /// A deep copy with capacity max(length, capacity).
+  KVCache clone(int64_t capacity = 0) const {
+    KVCache c;
+    const int64_t cap = std::max({capacity, length_, int64_t{1}});
+    c.keys_ = at::zeros({n_layers(), batch(), n_kv_heads(), cap, d_head()}, keys_.options());
+    c.values_ = at::zeros_like(c.keys_);
+    c.positions_ = at::zeros({batch(), cap}, positions_.options());
+    c.valid_ = at::zeros({batch(), cap}, valid_.options());
+    c.keys_.narrow(3, 0, length_).copy_(keys_.narrow(3, 0, length_));
+    c.values_.narrow(3, 0, length_).copy_(values_.narrow(3, 0, length_));
+    c.positions_.narrow(1, 0, length_).copy_(positions());
+    c.valid_.narrow(1, 0, length_).copy_(valid());
+    c.length_ = length_;
+    c.has_padding_ = has_padding_;
+    return c;
+  }
+
+ private:
+  int64_t check_layer(int64_t layer) const {
+    MECHLENS_CHECK(layer >= 0 && layer < n_layers(), ArgumentError, "KVCache: layer {} outside [0, {})", layer,
+                   n_layers());
+    return layer;
+  }
+
+  at::Tensor keys_, values_, positions_, valid_;
+  int64_t length_ = 0;
+  int64_t pending_ = 0;
+  bool has_padding_ = false;
+  bool pending_padding_ = false;
+};
+
+}  // namespace mechlens

@@ -1,0 +1,93 @@
+#pragma once
+/// \file
+/// load_model: a Hugging Face checkpoint directory (config.json + safetensors, single file or
+/// sharded) into a Model of the dtype and device you choose, e.g. a bf16 checkpoint as float32.
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "mechlens/core/dtype.hpp"
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/shape.hpp"
+#include "mechlens/io/json.hpp"
+#include "mechlens/io/safetensors.hpp"
+#include "mechlens/models/model.hpp"
+#include "mechlens/models/model_config.hpp"
+
+namespace mechlens {
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+namespace detail {
+inline bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
+
+/// Adds generation_config.json's eos_token_id(s) (e.g. Llama-3-Instruct's <|eot_id|>).
+inline void read_generation_config(const std::string& dir, ModelConfig& cfg) {
+  const std::string path = dir + "/generation_config.json";
+  if (!file_exists(path)) return;
+  auto j = io::read_json_file(path);
+  for (int64_t id : read_token_ids(j, "eos_token_id"))
+    if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), id) == cfg.eos_token_ids.end())
+      cfg.eos_token_ids.push_back(id);
+  auto bos = read_token_ids(j, "bos_token_id");
+  if (!bos.empty() && !cfg.bos_token_id) cfg.bos_token_id = bos.front();
+}
+
+inline bool ignorable_extra_key(const std::string& key, const ModelConfig& cfg) {
+  // Older checkpoints store rotary buffers; tied checkpoints may still store lm_head.
+  return key.find("rotary_emb.inv_freq") != std::string::npos ||
+         (cfg.tie_word_embeddings && key == "lm_head.weight");
+}
+}  // namespace detail
+
+/// Copies every parameter of `model` from `checkpoint`. Missing keys, unexpected keys and shape
+/// mismatches are errors naming the key (and the checkpoint directory).
+inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& checkpoint) {
+  at::NoGradGuard no_grad;
+  std::set<std::string> wanted;
+  std::vector<std::string> missing;
+  for (auto& item : model.named_parameters(/*recurse=*/true)) {
+    const std::string& key = item.key();
+    wanted.insert(key);
+    if (!checkpoint.contains(key)) {
+      missing.push_back(key);
+      continue;
+    }
+    at::Tensor src = checkpoint.tensor(key);
+    at::Tensor& dst = item.value();
+    MECHLENS_CHECK(src.sizes() == dst.sizes(), ShapeError,
+                   "checkpoint '{}': tensor '{}' has shape {} but the model (from config.json) expects {}",
+                   checkpoint.dir(), key, shape_str(src.sizes()), shape_str(dst.sizes()));
+    dst.copy_(src);
+  }
+  MECHLENS_CHECK(missing.empty(), FormatError, "checkpoint '{}' lacks {} tensor(s) the model needs, e.g. '{}'",
+                 checkpoint.dir(), missing.size(), missing.empty() ? "" : missing.front());
+  std::vector<std::string> extra;
+  for (const auto& key : checkpoint.keys())
+    if (!wanted.count(key) && !detail::ignorable_extra_key(key, model.config())) extra.push_back(key);
+  MECHLENS_CHECK(extra.empty(), FormatError,
+                 "checkpoint '{}' holds {} tensor(s) this {} model does not have, e.g. '{}' (wrong config.json?)",
+                 checkpoint.dir(), extra.size(), model.config().model_type, extra.empty() ? "" : extra.front());
+}
+
+/// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
+inline Model load_model(const std::string& dir, const LoadOptions& options = {}) {
+  ModelConfig cfg = ModelConfig::from_file(dir);
+  detail::read_generation_config(dir, cfg);
+  io::SafetensorsCheckpoint checkpoint(dir);
+  Model model(cfg, at::TensorOptions().dtype(options.dtype).device(options.device));
+  load_weights(*model, checkpoint);
+  model->eval();
+  return model;
+}
+
+}  // namespace mechlens

@@ -1,0 +1,189 @@
+#pragma once
+/// \file
+/// Model: a Llama-family causal language model (llama, mistral, qwen2) as a torch::nn::Module
+/// whose parameter names are the Hugging Face checkpoint keys
+/// (`model.layers.3.self_attn.q_proj.weight`), with a hook point on every site of DESIGN.md.
+/// Load one with load_model() (models/load.hpp).
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/shape.hpp"
+#include "mechlens/hooks/hook_registry.hpp"
+#include "mechlens/models/attention_mask.hpp"
+#include "mechlens/models/decoder_layer.hpp"
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/linear.hpp"
+#include "mechlens/models/model_config.hpp"
+#include "mechlens/models/rms_norm.hpp"
+#include "mechlens/models/rotary.hpp"
+
+namespace mechlens {
+
+/// How one forward pass runs.
+struct ForwardOptions {
+  /// [batch, pos] absolute positions (int64). Default: from `attention_mask` (each row counts its
+  /// own real tokens from 0), else 0..pos-1, continuing after the cache's length when a cache is given.
+  at::Tensor positions;
+  /// [batch, pos]: 1 / true for real tokens, 0 for left padding. Default: every token is real.
+  at::Tensor attention_mask;
+  /// When set, the new tokens' keys and values are appended to it and attention covers every
+  /// slot it holds (masked by slot positions and validity).
+  KVCache* cache = nullptr;
+  /// Told to hooks: -1 plain forward, 0 prefill, k >= 1 the k-th decoding step.
+  int64_t step = -1;
+  /// Compute logits for the last position only ([batch, 1, vocab]).
+  bool last_position_only = false;
+};
+
+/// A hook point's name and documented shape (-1 batch, -2 positions, -3 key positions).
+struct HookInfo {
+  std::string name;
+  int64_t layer;
+  std::vector<int64_t> shape;
+};
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  ModelImpl(const ModelConfig& cfg, const at::TensorOptions& options) : cfg_(cfg), options_(options) {
+    body_ = register_module("model", std::make_shared<torch::nn::Module>());
+    embed_tokens_ = body_->register_module("embed_tokens", Embedding(cfg.vocab_size, cfg.d_model(), options));
+    hook_embed_ = &hooks_.add_point("hook_embed", -1, {kDimBatch, kDimPos, cfg.d_model()});
+    layers_ = body_->register_module("layers", torch::nn::ModuleList());
+    for (int64_t l = 0; l < cfg.n_layers(); ++l) {
+      DecoderLayer layer(cfg, l, hooks_, options);
+      layers_->push_back(layer);
+      blocks_.push_back(layer);
+    }
+    norm_ = body_->register_module("norm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
+    hook_ln_final_ = &hooks_.add_point("ln_final.hook_normalized", -1, {kDimBatch, kDimPos, cfg.d_model()});
+    if (!cfg.tie_word_embeddings)
+      lm_head_ = register_module("lm_head", Linear(cfg.d_model(), cfg.vocab_size, false, options));
+    inv_freq_ = rope_inverse_frequencies(cfg.rope, cfg.d_head(), options.device());
+  }
+
+  /// ids [batch, pos] (int64) -> logits [batch, pos, vocab] (or [batch, 1, vocab] with
+  /// last_position_only), in the model's dtype.
+  at::Tensor forward(const at::Tensor& ids, const ForwardOptions& opt = {}) {
+    MECHLENS_CHECK(ids.dim() == 2, ShapeError, "Model::forward: ids have shape {}, expected [batch, pos]",
+                   shape_str(ids.sizes()));
+    const int64_t b = ids.size(0), p = ids.size(1);
+    MECHLENS_CHECK(p > 0, ShapeError, "Model::forward: no tokens (ids shape {})", shape_str(ids.sizes()));
+    at::Tensor token_ids = ids.to(options_.device(), at::kLong);
+    at::Tensor live;  // [b, p] bool, undefined when nothing is padded
+    if (opt.attention_mask.defined()) {
+      MECHLENS_CHECK(opt.attention_mask.sizes() == ids.sizes(), ShapeError,
+                     "Model::forward: attention_mask has shape {} but ids have shape {}",
+                     shape_str(opt.attention_mask.sizes()), shape_str(ids.sizes()));
+      live = opt.attention_mask.to(options_.device()).to(at::kBool);
+    }
+    at::Tensor positions = opt.positions.defined() ? opt.positions.to(options_.device(), at::kLong)
+                                                   : default_positions(b, p, live, opt.cache);
+    MECHLENS_CHECK(positions.sizes() == ids.sizes(), ShapeError,
+                   "Model::forward: positions have shape {} but ids have shape {}", shape_str(positions.sizes()),
+                   shape_str(ids.sizes()));
+    if (opt.cache) check_cache(*opt.cache, b);
+
+    RunState& run = hooks_.run_state();
+    run.step = opt.step;
+    run.positions = positions;
+    run.live = live;
+
+    // Masks are built once per forward and shared by every layer.
+    at::Tensor mask;
+    if (opt.cache) {
+      opt.cache->begin_append(positions, live);
+      mask = make_attention_mask(positions, live, opt.cache->appending_positions(),
+                                 opt.cache->has_padding() || live.defined() ? opt.cache->appending_valid() : at::Tensor(),
+                                 cfg_.sliding_window);
+    } else if (live.defined() || (cfg_.sliding_window && p > *cfg_.sliding_window) || opt.positions.defined()) {
+      mask = make_attention_mask(positions, live, positions, live, cfg_.sliding_window);
+    }  // else: plain causal attention over exactly these tokens
+    RotaryAngles angles = rotary_angles(inv_freq_, positions, options_.dtype().toScalarType());
+
+    at::Tensor resid;
+    try {
+      resid = (*hook_embed_)(embed_tokens_(token_ids));
+      for (auto& block : blocks_) resid = block(resid, angles, mask, opt.cache);
+    } catch (...) {
+      if (opt.cache) opt.cache->rollback();
+      throw;
+    }
+    if (opt.cache) opt.cache->commit();
+    if (opt.last_position_only) resid = resid.narrow(1, p - 1, 1);
+    at::Tensor h = (*hook_ln_final_)(norm_(resid));
+    return lm_head_ ? lm_head_(h) : at::linear(h, embed_tokens_->weight);
+  }
+
+  const ModelConfig& config() const { return cfg_; }
+  at::ScalarType dtype() const { return options_.dtype().toScalarType(); }
+  at::Device device() const { return options_.device(); }
+  const at::TensorOptions& options() const { return options_; }
+
+  HookRegistry& hooks() { return hooks_; }
+  const HookRegistry& hooks() const { return hooks_; }
+  /// Every hook point name, in the order a forward meets them.
+  std::vector<std::string> hook_names() const { return hooks_.names(); }
+  /// Every hook point with its documented shape.
+  std::vector<HookInfo> hook_info() const {
+    std::vector<HookInfo> out;
+    for (const auto& p : hooks_.points()) out.push_back({p.name(), p.layer(), p.shape()});
+    return out;
+  }
+
+  /// Attaches fn to the hook points `pattern` selects (exact name or glob) until the handle goes.
+  [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn) { return hooks_.add_hook(pattern, std::move(fn)); }
+
+  /// The token embedding matrix [vocab, d_model].
+  const at::Tensor& embedding_weight() const { return embed_tokens_->weight; }
+
+ private:
+  at::Tensor default_positions(int64_t b, int64_t p, const at::Tensor& live, const KVCache* cache) const {
+    auto opts = at::TensorOptions().dtype(at::kLong).device(options_.device());
+    if (live.defined()) {
+      MECHLENS_CHECK(!cache || cache->length() == 0, ArgumentError,
+                     "Model::forward: pass positions explicitly when appending padded tokens to a non-empty cache");
+      return (live.to(at::kLong).cumsum(1) - 1).clamp_min(0);
+    }
+    MECHLENS_CHECK(!cache || !cache->has_padding(), ArgumentError,
+                   "Model::forward: the cache holds padded rows; pass positions explicitly");
+    const int64_t start = cache ? cache->length() : 0;
+    return at::arange(start, start + p, opts).unsqueeze(0).expand({b, p});
+  }
+
+  void check_cache(const KVCache& cache, int64_t b) const {
+    MECHLENS_CHECK(cache.n_layers() == cfg_.n_layers() && cache.n_kv_heads() == cfg_.n_kv_heads() &&
+                       cache.d_head() == cfg_.d_head() && cache.batch() == b,
+                   ShapeError,
+                   "Model::forward: the KV cache is [layers {}, batch {}, kv_heads {}, d_head {}] but the model "
+                   "needs [layers {}, batch {}, kv_heads {}, d_head {}]",
+                   cache.n_layers(), cache.batch(), cache.n_kv_heads(), cache.d_head(), cfg_.n_layers(), b,
+                   cfg_.n_kv_heads(), cfg_.d_head());
+    MECHLENS_CHECK(cache.dtype() == dtype() && cache.device() == device(), ArgumentError,
+                   "Model::forward: the KV cache is {} on {}, the model {} on {}", c10::toString(cache.dtype()),
+                   cache.device().str(), c10::toString(dtype()), device().str());
+  }
+
+  ModelConfig cfg_;
+  at::TensorOptions options_;
+  HookRegistry hooks_;  // declared before the layers, which add their hook points to it
+  std::shared_ptr<torch::nn::Module> body_;
+  Embedding embed_tokens_{nullptr};
+  torch::nn::ModuleList layers_{nullptr};
+  std::vector<DecoderLayer> blocks_;
+  RMSNorm norm_{nullptr};
+  Linear lm_head_{nullptr};
+  at::Tensor inv_freq_;
+  HookPoint* hook_embed_;
+  HookPoint* hook_ln_final_;
+};
+TORCH_MODULE(Model);
+
+}  // namespace mechlens

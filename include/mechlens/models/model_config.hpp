@@ -1,0 +1,186 @@
+#pragma once
+/// \file
+/// ModelConfig: the architecture of a Llama-family checkpoint, read from Hugging Face
+/// `config.json`. Supported `model_type`s: llama, mistral, qwen2 (attention bias). Rotary
+/// settings are read in both forms transformers has used: the classic top-level `rope_theta`
+/// + `rope_scaling` (as Meta-Llama-3.1 ships) and the newer `rope_parameters`.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/io/json.hpp"
+
+namespace mechlens {
+
+/// Rotary position embedding settings (HF `rope_type`s default, linear, llama3).
+struct RopeConfig {
+  std::string type = "default";  ///< "default", "linear" or "llama3"
+  double theta = 10000.0;        ///< base of the inverse frequencies
+  double factor = 1.0;           ///< linear and llama3 scaling factor
+  double low_freq_factor = 1.0;  ///< llama3 only
+  double high_freq_factor = 4.0; ///< llama3 only
+  int64_t original_max_position_embeddings = 8192;  ///< llama3 only
+};
+
+struct ModelConfig {
+  std::string model_type;  ///< "llama", "mistral" or "qwen2"
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;        ///< d_model
+  int64_t intermediate_size = 0;  ///< d_mlp
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  ///< GQA: equals num_attention_heads when absent
+  int64_t head_dim = 0;             ///< explicit, or hidden_size / num_attention_heads
+  double rms_norm_eps = 1e-6;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;       ///< q/k/v projections carry a bias (qwen2)
+  std::optional<int64_t> sliding_window;  ///< keys older than this many positions are masked
+  int64_t max_position_embeddings = 4096;
+  RopeConfig rope;
+  std::vector<int64_t> eos_token_ids;  ///< from config.json (generation_config.json may add more)
+  std::optional<int64_t> bos_token_id;
+  std::string torch_dtype = "float32";  ///< the dtype the checkpoint was saved in
+
+  int64_t d_model() const { return hidden_size; }
+  int64_t n_layers() const { return num_hidden_layers; }
+  int64_t n_heads() const { return num_attention_heads; }
+  int64_t n_kv_heads() const { return num_key_value_heads; }
+  int64_t d_head() const { return head_dim; }
+
+  /// Parses a config.json object; `where` names its file in error messages.
+  static ModelConfig from_json(const nlohmann::json& j, const std::string& where = "config.json");
+  /// Reads `<dir>/config.json` (or the file itself when `path` is a file).
+  static ModelConfig from_file(const std::string& path);
+  /// The inverse of from_json, in the classic form (rope_theta + rope_scaling).
+  nlohmann::json to_json() const;
+};
+
+namespace detail {
+inline std::vector<int64_t> read_token_ids(const nlohmann::json& j, const std::string& key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_array()) return it->get<std::vector<int64_t>>();
+  return {it->get<int64_t>()};
+}
+}  // namespace detail
+
+inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  MECHLENS_CHECK(j.is_object(), ConfigError, "{}: expected a JSON object", where);
+  ModelConfig c;
+  c.model_type = io::json_required<std::string>(j, "model_type", where);
+  MECHLENS_CHECK(c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2",
+                 ConfigError,
+                 "{}: model_type '{}' is not supported (mechlens knows llama, mistral and qwen2)",
+                 where, c.model_type);
+  c.vocab_size = io::json_required<int64_t>(j, "vocab_size", where);
+  c.hidden_size = io::json_required<int64_t>(j, "hidden_size", where);
+  c.intermediate_size = io::json_required<int64_t>(j, "intermediate_size", where);
+  c.num_hidden_layers = io::json_required<int64_t>(j, "num_hidden_layers", where);
+  c.num_attention_heads = io::json_required<int64_t>(j, "num_attention_heads", where);
+  c.num_key_value_heads = io::json_optional<int64_t>(j, "num_key_value_heads", c.num_attention_heads, where);
+  MECHLENS_CHECK(c.hidden_size > 0 && c.num_attention_heads > 0 && c.num_hidden_layers > 0 &&
+                     c.vocab_size > 0 && c.intermediate_size > 0,
+                 ConfigError, "{}: sizes must be positive (hidden_size {}, num_attention_heads {}, "
+                 "num_hidden_layers {}, vocab_size {}, intermediate_size {})", where, c.hidden_size,
+                 c.num_attention_heads, c.num_hidden_layers, c.vocab_size, c.intermediate_size);
+  MECHLENS_CHECK(c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0,
+                 ConfigError, "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                 where, c.num_attention_heads, c.num_key_value_heads);
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    c.head_dim = io::json_required<int64_t>(j, "head_dim", where);
+  } else {
+    MECHLENS_CHECK(c.hidden_size % c.num_attention_heads == 0, ConfigError,
+                   "{}: no head_dim and hidden_size ({}) is not a multiple of num_attention_heads ({})",
+                   where, c.hidden_size, c.num_attention_heads);
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  MECHLENS_CHECK(c.head_dim % 2 == 0, ConfigError, "{}: head_dim ({}) must be even for rotary embeddings",
+                 where, c.head_dim);
+  c.rms_norm_eps = io::json_optional<double>(j, "rms_norm_eps", 1e-6, where);
+  c.tie_word_embeddings = io::json_optional<bool>(j, "tie_word_embeddings", false, where);
+  c.attention_bias = io::json_optional<bool>(j, "attention_bias", c.model_type == "qwen2", where);
+  c.max_position_embeddings = io::json_optional<int64_t>(j, "max_position_embeddings", 4096, where);
+  if (c.model_type == "mistral" || c.model_type == "qwen2") {
+    // NOTE: qwen2 checkpoints carry sliding_window but only use it when use_sliding_window is true.
+    bool use = c.model_type == "mistral" || io::json_optional<bool>(j, "use_sliding_window", false, where);
+    auto w = io::json_optional<int64_t>(j, "sliding_window", 0, where);
+    if (use && w > 0) c.sliding_window = w;
+  }
+  c.eos_token_ids = detail::read_token_ids(j, "eos_token_id");
+  auto bos = detail::read_token_ids(j, "bos_token_id");
+  if (!bos.empty()) c.bos_token_id = bos.front();
+  c.torch_dtype = io::json_optional<std::string>(j, "torch_dtype",
+                                                 io::json_optional<std::string>(j, "dtype", "float32", where), where);
+
+  // Rotary: `rope_parameters` (new form) wins; else `rope_theta` + `rope_scaling` (classic form).
+  nlohmann::json rope = nlohmann::json::object();
+  std::string rope_where = where;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    rope = j["rope_parameters"];
+    rope_where = where + " rope_parameters";
+    c.rope.theta = io::json_optional<double>(rope, "rope_theta",
+                                             io::json_optional<double>(j, "rope_theta", 10000.0, where), rope_where);
+  } else {
+    c.rope.theta = io::json_optional<double>(j, "rope_theta", 10000.0, where);
+    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+      rope = j["rope_scaling"];
+      rope_where = where + " rope_scaling";
+    }
+  }
+  std::string type = io::json_optional<std::string>(rope, "rope_type",
+                                                     io::json_optional<std::string>(rope, "type", "default", rope_where),
+                                                     rope_where);
+  MECHLENS_CHECK(type == "default" || type == "linear" || type == "llama3", ConfigError,
+                 "{}: rope type '{}' is not supported (mechlens knows default, linear and llama3)",
+                 rope_where, type);
+  c.rope.type = type;
+  if (type == "linear" || type == "llama3") c.rope.factor = io::json_required<double>(rope, "factor", rope_where);
+  if (type == "llama3") {
+    c.rope.low_freq_factor = io::json_required<double>(rope, "low_freq_factor", rope_where);
+    c.rope.high_freq_factor = io::json_required<double>(rope, "high_freq_factor", rope_where);
+    c.rope.original_max_position_embeddings =
+        io::json_required<int64_t>(rope, "original_max_position_embeddings", rope_where);
+  }
+  return c;
+}
+
+inline ModelConfig ModelConfig::from_file(const std::string& path) {
+  std::string file = path;
+  if (file.size() < 5 || file.substr(file.size() - 5) != ".json") file = path + "/config.json";
+  return from_json(io::read_json_file(file), file);
+}
+
+inline nlohmann::json ModelConfig::to_json() const {
+  nlohmann::json j = {{"model_type", model_type},
+                      {"vocab_size", vocab_size},
+                      {"hidden_size", hidden_size},
+                      {"intermediate_size", intermediate_size},
+                      {"num_hidden_layers", num_hidden_layers},
+                      {"num_attention_heads", num_attention_heads},
+                      {"num_key_value_heads", num_key_value_heads},
+                      {"head_dim", head_dim},
+                      {"rms_norm_eps", rms_norm_eps},
+                      {"tie_word_embeddings", tie_word_embeddings},
+                      {"attention_bias", attention_bias},
+                      {"max_position_embeddings", max_position_embeddings},
+                      {"rope_theta", rope.theta},
+                      {"torch_dtype", torch_dtype}};
+  j["architectures"] = {model_type == "mistral" ? "MistralForCausalLM"
+                        : model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  if (rope.type == "linear") j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope.factor}};
+  if (rope.type == "llama3")
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", rope.factor},
+                         {"low_freq_factor", rope.low_freq_factor}, {"high_freq_factor", rope.high_freq_factor},
+                         {"original_max_position_embeddings", rope.original_max_position_embeddings}};
+  if (sliding_window) j["sliding_window"] = *sliding_window;
+  if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids.size() == 1 ? nlohmann::json(eos_token_ids[0]) : nlohmann::json(eos_token_ids);
+  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
+  return j;
+}
+
+}  // namespace mechlens
