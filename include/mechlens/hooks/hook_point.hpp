@@ -28,11 +28,14 @@ struct RunState {
   at::Tensor live;
 };
 
+class HookPoint;
+
 /// What a hook is told besides the activation.
 struct HookContext {
   const std::string& name;  ///< the hook point's full name, e.g. "blocks.3.attn.hook_v"
   int64_t layer;            ///< its layer, or -1 for hooks outside the blocks
   const RunState& run;      ///< step, positions, live rows and positions
+  const HookPoint& point;   ///< the hook point itself (documented shape, layout)
 };
 
 /// A hook reads the activation and returns std::nullopt, or returns a replacement of the same
@@ -78,7 +81,7 @@ class HookPoint {
 
  private:
   at::Tensor run_hooks(at::Tensor x) const {
-    HookContext ctx{name_, layer_, *run_};
+    HookContext ctx{name_, layer_, *run_, *this};
     // Copy: a hook may detach itself (or others) while running.
     auto hooks = hooks_;
     for (auto& [id, fn] : hooks) {

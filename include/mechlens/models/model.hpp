@@ -16,7 +16,9 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/shape.hpp"
+#include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
+#include "mechlens/hooks/intervention.hpp"
 #include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/decoder_layer.hpp"
 #include "mechlens/models/kv_cache.hpp"
@@ -140,6 +142,22 @@ class ModelImpl : public torch::nn::Module {
 
   /// Attaches fn to the hook points `pattern` selects (exact name or glob) until the handle goes.
   [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn) { return hooks_.add_hook(pattern, std::move(fn)); }
+
+  /// Applies an intervention until the returned handle is destroyed:
+  /// `auto scope = model->apply(a | b);`
+  [[nodiscard]] HookHandle apply(const Intervention& intervention) { return intervention.apply(hooks_); }
+
+  /// TransformerLens' run_with_cache: one forward with the selected activations recorded.
+  /// Returns the logits; the cache holds the activations (estimated first against max_bytes).
+  std::pair<at::Tensor, ActivationCache> run_with_cache(const at::Tensor& ids, const CacheOptions& cache_options,
+                                                        const ForwardOptions& opt = {}) {
+    const int64_t key_pos = ids.size(1) + (opt.cache ? opt.cache->length() : 0);
+    ActivationCache::check_budget(hooks_, cache_options, ids.size(0), ids.size(1), key_pos, dtype());
+    ActivationCache cache = ActivationCache::attach(hooks_, cache_options);
+    at::Tensor logits = forward(ids, opt);
+    cache.detach();
+    return {logits, cache};
+  }
 
   /// The token embedding matrix [vocab, d_model].
   const at::Tensor& embedding_weight() const { return embed_tokens_->weight; }

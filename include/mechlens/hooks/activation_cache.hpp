@@ -1,0 +1,157 @@
+#pragma once
+/// \file
+/// ActivationCache: TransformerLens' run_with_cache. Attach it to a registry with a name filter,
+/// an optional position slice, a target device (CPU offload, into pinned memory when the model is
+/// on CUDA) and dtype; its memory is estimated before the run, and a limit the user sets turns an
+/// out-of-memory crash into a clear error.
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/selection.hpp"
+#include "mechlens/core/shape.hpp"
+#include "mechlens/hooks/hook_layout.hpp"
+#include "mechlens/hooks/hook_registry.hpp"
+
+namespace mechlens {
+
+struct CacheOptions {
+  /// Hook names or globs to keep ("blocks.*.attn.hook_v"); empty keeps every hook point.
+  std::vector<std::string> names;
+  /// Keep only these positions (along each activation's position dimension).
+  Positions positions = Positions::all();
+  /// Store on this device (e.g. CPU to offload a CUDA model); default: where the activation is.
+  std::optional<at::Device> device;
+  /// Store in this dtype; default: the activation's.
+  std::optional<at::ScalarType> dtype;
+  /// Refuse (before the run) when the estimate exceeds this many bytes.
+  std::optional<int64_t> max_bytes;
+  /// Append along positions across forwards (prefill, then each decoding step) instead of keeping
+  /// only the latest forward.
+  bool accumulate = false;
+};
+
+class ActivationCache {
+ public:
+  ActivationCache() : store_(std::make_shared<Store>()) {}
+
+  /// Attaches to every hook point `options.names` selects. Stays attached until detach() or
+  /// destruction of the returned object.
+  static ActivationCache attach(HookRegistry& registry, const CacheOptions& options) {
+    ActivationCache cache;
+    cache.options_ = options;
+    auto store = cache.store_;
+    std::vector<HookPoint*> points = select(registry, options);
+    CacheOptions opts = options;
+    HookFn fn = [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+      const HookPoint* point = store->points.at(ctx.name);
+      at::Tensor kept = x.detach();
+      HookLayout layout = hook_layout(*point);
+      if (!opts.positions.is_all()) {
+        MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "activation cache: hook '{}' has no position dimension",
+                       ctx.name);
+        auto idx = opts.positions.resolve(kept.size(layout.pos_dim), ctx.name);
+        kept = kept.index_select(layout.pos_dim, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(kept.device()));
+      }
+      const at::ScalarType dtype = opts.dtype.value_or(kept.scalar_type());
+      const at::Device device = opts.device.value_or(kept.device());
+      if (device != kept.device() || dtype != kept.scalar_type()) {
+        auto target = at::TensorOptions().dtype(dtype).device(device);
+        if (device.is_cpu() && kept.is_cuda()) target = target.pinned_memory(true);
+        at::Tensor out = at::empty(kept.sizes(), target);
+        out.copy_(kept, /*non_blocking=*/device.is_cpu() && kept.is_cuda());
+        kept = out;
+      } else if (!opts.positions.is_all()) {
+        kept = kept.contiguous();
+      }
+      auto it = store->tensors.find(ctx.name);
+      if (opts.accumulate && it != store->tensors.end() && layout.pos_dim >= 0)
+        it->second = at::cat({it->second, kept}, layout.pos_dim);
+      else
+        store->tensors[ctx.name] = kept;
+      return std::nullopt;
+    };
+    for (auto* p : points) store->points[p->name()] = p;
+    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, fn));
+    return cache;
+  }
+
+  /// Bytes the selected activations will take for a forward of `batch` × `pos` tokens over
+  /// `key_pos` keys (= pos without a KV cache), in the cache's dtype.
+  static int64_t estimate_bytes(const HookRegistry& registry, const CacheOptions& options, int64_t batch, int64_t pos,
+                                int64_t key_pos, at::ScalarType activation_dtype) {
+    int64_t total = 0;
+    const int64_t kept_pos = options.positions.is_all() ? pos : static_cast<int64_t>(options.positions.resolve(pos, "activation cache").size());
+    for (auto* p : select(registry, options)) {
+      auto shape = p->concrete_shape(batch, kept_pos, key_pos);
+      int64_t n = 1;
+      for (auto d : shape) n *= d;
+      total += n * static_cast<int64_t>(c10::elementSize(options.dtype.value_or(activation_dtype)));
+    }
+    return total;
+  }
+  /// Throws a clear error when the estimate exceeds options.max_bytes.
+  static void check_budget(const HookRegistry& registry, const CacheOptions& options, int64_t batch, int64_t pos,
+                           int64_t key_pos, at::ScalarType activation_dtype) {
+    if (!options.max_bytes) return;
+    const int64_t need = estimate_bytes(registry, options, batch, pos, key_pos, activation_dtype);
+    MECHLENS_CHECK(need <= *options.max_bytes, ArgumentError,
+                   "activation cache: the selected hooks need about {} MiB for batch {} × {} positions, over the "
+                   "limit of {} MiB set in CacheOptions::max_bytes; select fewer hooks or positions, or a smaller dtype",
+                   need >> 20, batch, pos, *options.max_bytes >> 20);
+  }
+
+  bool contains(const std::string& name) const { return store_->tensors.count(name) > 0; }
+  /// The stored activation; a NotFoundError naming the nearest stored names otherwise.
+  const at::Tensor& get(const std::string& name) const {
+    auto it = store_->tensors.find(name);
+    if (it != store_->tensors.end()) return it->second;
+    std::vector<std::string> have = names();
+    detail::raise<NotFoundError>("activation cache holds no '{}' ({} stored; nearest: {})", name, have.size(),
+                                 detail::quoted_list(detail::nearest_names(name, have)));
+  }
+  const at::Tensor& operator[](const std::string& name) const { return get(name); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (auto& [k, v] : store_->tensors) out.push_back(k);
+    return out;
+  }
+  const std::map<std::string, at::Tensor>& tensors() const { return store_->tensors; }
+  /// Bytes held now.
+  int64_t bytes() const {
+    int64_t total = 0;
+    for (auto& [k, v] : store_->tensors) total += v.numel() * static_cast<int64_t>(v.element_size());
+    return total;
+  }
+  /// Stops recording; the stored tensors stay.
+  void detach() {
+    if (handle_) handle_->reset();
+  }
+  void clear() { store_->tensors.clear(); }
+
+ private:
+  struct Store {
+    std::map<std::string, at::Tensor> tensors;
+    std::map<std::string, const HookPoint*> points;
+  };
+  static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {
+    if (options.names.empty()) return registry.select([](const std::string&) { return true; });
+    std::vector<HookPoint*> out;
+    for (const auto& pattern : options.names)
+      for (auto* p : registry.select(pattern))
+        if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    return out;
+  }
+
+  std::shared_ptr<Store> store_;
+  std::shared_ptr<HookHandle> handle_;
+  CacheOptions options_;
+};
+
+}  // namespace mechlens

@@ -1,0 +1,71 @@
+#pragma once
+/// \file
+/// Internals shared by the interventions: turning a Selection into a boolean mask that broadcasts
+/// over an activation, and expanding "blocks.*." patterns over a layer range.
+
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/selection.hpp"
+#include "mechlens/core/shape.hpp"
+#include "mechlens/hooks/hook_layout.hpp"
+#include "mechlens/hooks/hook_registry.hpp"
+
+namespace mechlens::detail {
+
+/// A bool mask broadcastable to x (true = selected), or undefined when everything is selected.
+/// Every index is checked against x; the error names the hook, x's shape and the selection.
+inline at::Tensor selection_mask(const at::Tensor& x, const HookLayout& layout, const Selection& sel,
+                                 const std::string& hook) {
+  at::Tensor mask;
+  auto restrict = [&](int64_t dim, const std::vector<int64_t>& idx) {
+    std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
+    shape[static_cast<size_t>(dim)] = x.size(dim);
+    at::Tensor m = at::zeros({x.size(dim)}, at::TensorOptions().dtype(at::kBool).device(x.device()));
+    m.index_fill_(0, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(x.device()), true);
+    m = m.view(shape);
+    mask = mask.defined() ? mask.logical_and(m) : m;
+  };
+  const std::string where = "hook '" + hook + "' (activation " + shape_str(x.sizes()) + ")";
+  if (!sel.rows.is_all()) restrict(layout.batch_dim, sel.rows.resolve(x.size(layout.batch_dim), "batch row", where));
+  if (!sel.positions.is_all()) {
+    MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "{}: positions {} selected but it has no position dimension",
+                   where, sel.positions.str());
+    restrict(layout.pos_dim, sel.positions.resolve(x.size(layout.pos_dim), where));
+  }
+  if (!sel.heads.is_all()) {
+    MECHLENS_CHECK(layout.head_dim >= 0, ArgumentError,
+                   "{}: heads selected but it has no head dimension (heads exist on attn.hook_q/k/v/rot_q/rot_k/z/pattern)",
+                   where);
+    restrict(layout.head_dim, sel.heads.resolve(x.size(layout.head_dim), "head", where));
+  }
+  return mask;
+}
+
+/// x where the mask is false, replacement where it is true (replacement broadcasts to x).
+inline at::Tensor blend(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& replacement) {
+  at::Tensor r = replacement.to(x.options());
+  if (!mask.defined()) return r.expand(x.sizes()).clone();
+  return at::where(mask, r, x);
+}
+
+/// "blocks.*.attn.hook_v" over layers 16:32 -> "blocks.16.attn.hook_v", ... "blocks.31.attn.hook_v".
+/// Without layers the pattern is returned as is.
+inline std::vector<std::string> expand_layers(const std::string& pattern, const std::optional<LayerRange>& layers) {
+  if (!layers) return {pattern};
+  const std::string prefix = "blocks.*.";
+  MECHLENS_CHECK(pattern.compare(0, prefix.size(), prefix) == 0, ArgumentError,
+                 "a layer range ({}) was given for hook pattern '{}', which does not start with 'blocks.*.'",
+                 layers->str(), pattern);
+  MECHLENS_CHECK(layers->begin >= 0 && layers->begin < layers->end, ArgumentError,
+                 "layer range {} is empty or negative (ranges are half-open: lo:hi with lo < hi)", layers->str());
+  std::vector<std::string> out;
+  for (int64_t l = layers->begin; l < layers->end; ++l)
+    out.push_back("blocks." + std::to_string(l) + "." + pattern.substr(prefix.size()));
+  return out;
+}
+
+}  // namespace mechlens::detail

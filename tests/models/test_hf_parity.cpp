@@ -1,0 +1,97 @@
+// Parity with Hugging Face transformers on the small random-weight checkpoints made by
+// tests/reference/make_model_reference.py (transformers 5.x, float32, eager attention).
+//
+// Tolerance rule (issue 3): every hook point and the logits agree with the reference within
+// 1e-4 of the reference tensor's scale, i.e. max|ours - ref| <= 1e-4 * max|ref|.
+#include <fstream>
+
+#include <mechlens/io/json.hpp>
+#include <mechlens/io/safetensors.hpp>
+#include <mechlens/models/load.hpp>
+
+#include "test_util.hpp"
+
+using namespace mechlens;
+
+namespace {
+constexpr double kTol = 1e-4;
+const char* kModels[] = {"llama_gqa_llama3", "llama_tied", "mistral_swa"};
+
+std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
+
+std::map<std::string, at::Tensor> reference(const std::string& name) {
+  return io::load_safetensors(model_dir(name) + "/reference.safetensors");
+}
+}  // namespace
+
+TEST_CASE("Every hook point and the logits match transformers on the reference checkpoints") {
+  for (const char* name : kModels) {
+    Model model = load_model(model_dir(name));
+    auto ref = reference(name);
+    for (int i = 0; i < 3; ++i) {
+      const std::string p = "p" + std::to_string(i) + ".";
+      at::Tensor ids = ref.at(p + "input_ids");
+      CacheOptions all;  // every hook, including hook_pattern (forces the explicit attention path)
+      auto [logits, cache] = model->run_with_cache(ids, all);
+      INFO(name << " prompt " << i << " (" << ids.size(1) << " tokens)");
+      REQUIRE(test::max_rel_diff(logits, ref.at(p + "logits")) <= kTol);
+      for (const auto& hook : model->hook_names()) {
+        INFO("hook " << hook);
+        REQUIRE(ref.count(p + hook));
+        REQUIRE(cache.get(hook).sizes() == ref.at(p + hook).sizes());
+        REQUIRE(test::max_rel_diff(cache.get(hook), ref.at(p + hook)) <= kTol);
+      }
+      // Without hooks LibTorch 2.x takes the fused attention path: the same numbers.
+      at::Tensor plain = model->forward(ids);
+      REQUIRE(test::max_rel_diff(plain, ref.at(p + "logits")) <= kTol);
+    }
+  }
+}
+
+TEST_CASE("The rotary inverse frequencies are transformers' (llama3 scaling with all three bands)") {
+  for (const char* name : kModels) {
+    INFO(name);
+    ModelConfig cfg = ModelConfig::from_file(model_dir(name));
+    at::Tensor ours = rope_inverse_frequencies(cfg.rope, cfg.d_head());
+    REQUIRE(test::max_rel_diff(ours, reference(name).at("rope.inv_freq")) <= 1e-6);
+  }
+  REQUIRE(ModelConfig::from_file(model_dir("llama_gqa_llama3")).rope.type == "llama3");
+}
+
+TEST_CASE("A left-padded batch matches transformers at every real position") {
+  Model model = load_model(model_dir("llama_gqa_llama3"));
+  auto ref = reference("llama_gqa_llama3");
+  at::Tensor mask = ref.at("batch.attention_mask");
+  at::Tensor logits = model->forward(ref.at("batch.input_ids"), {at::Tensor(), mask});
+  at::Tensor real = mask.to(at::kBool).unsqueeze(-1).expand_as(logits);
+  at::Tensor expected = ref.at("batch.logits");
+  double scale = expected.masked_select(real).abs().max().item<double>();
+  double diff = (logits - expected).masked_select(real).abs().max().item<double>();
+  REQUIRE(diff <= kTol * scale);
+}
+
+TEST_CASE("A bfloat16 checkpoint loads as float32, bfloat16 and float16") {
+  auto ref = reference("llama_gqa_llama3");
+  at::Tensor ids = ref.at("p1.input_ids");
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    Model model = load_model(model_dir("llama_gqa_llama3"), {dtype, at::kCPU});
+    REQUIRE(model->embedding_weight().scalar_type() == dtype);
+    at::Tensor logits = model->forward(ids);
+    REQUIRE(logits.scalar_type() == dtype);
+    // Half-precision activations: agreement to a few percent of the logits' scale.
+    INFO(c10::toString(dtype));
+    REQUIRE(test::max_rel_diff(logits, ref.at("p1.logits")) <= 5e-2);
+  }
+}
+
+TEST_CASE("The configs are read in both rotary forms with their architectures") {
+  ModelConfig classic = ModelConfig::from_file(model_dir("llama_gqa_llama3"));
+  REQUIRE(classic.n_kv_heads() == 2);
+  REQUIRE(classic.rope.original_max_position_embeddings == 64);
+  ModelConfig tied = ModelConfig::from_file(model_dir("llama_tied"));
+  REQUIRE(tied.tie_word_embeddings);
+  REQUIRE(tied.d_head() == 16);
+  ModelConfig mistral = ModelConfig::from_file(model_dir("mistral_swa"));
+  REQUIRE(mistral.sliding_window == std::optional<int64_t>(8));
+  REQUIRE(mistral.n_kv_heads() == 1);
+}
