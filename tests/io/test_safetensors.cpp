@@ -543,3 +543,30 @@ TEST_CASE("A folder with neither safetensors nor pickle files is a NotFoundError
   CHECK_THAT(message_of<mechlens::NotFoundError>([&] { io::SafetensorsCheckpoint c(tmp.file("nope")); }),
              Contains("does not exist"));
 }
+
+TEST_CASE("A Hugging Face cache snapshot, where every file is a symlink to a blob, is read") {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp.file("blobs"));
+  std::filesystem::create_directories(tmp.file("snapshots/abc123"));
+  const auto w = at::randn({4, 2});
+  io::save_safetensors(tmp.file("blobs/7f3e"), {{"model.embed_tokens.weight", w}});
+  write_index(tmp.file("blobs/91aa"), R"({"model.embed_tokens.weight":"model-00001-of-00001.safetensors"})");
+  std::filesystem::create_symlink("../../blobs/7f3e", tmp.file("snapshots/abc123/model-00001-of-00001.safetensors"));
+  std::filesystem::create_symlink("../../blobs/91aa", tmp.file("snapshots/abc123/model.safetensors.index.json"));
+  const io::SafetensorsCheckpoint ckpt(tmp.file("snapshots/abc123"));
+  CHECK(at::equal(ckpt.tensor("model.embed_tokens.weight"), w));
+}
+
+TEST_CASE("Keys with non-ASCII characters and dots round-trip as UTF-8") {
+  TempDir tmp;
+  const auto path = tmp.file("u.safetensors");
+  const std::string key = "model.слой.0.weight \xF0\x9F\x98\x80";
+  io::save_safetensors(path, {{key, at::ones({2})}, {"", at::zeros({1})}});
+  const io::SafetensorsFile file(path);
+  CHECK(file.keys() == std::vector<std::string>{"", key});
+  CHECK(at::equal(file.tensor(key), at::ones({2})));
+  // A key that is not valid UTF-8 cannot be encoded in the JSON header.
+  CHECK_THAT(message_of<mechlens::ArgumentError>(
+                 [&] { io::save_safetensors(tmp.file("bad.safetensors"), {{std::string("\xFF\xFE"), at::ones({1})}}); }),
+             Contains("cannot encode the header"));
+}

@@ -150,7 +150,7 @@ struct TensorInfo {
 namespace mechlens::detail {
 
 /// Levenshtein distance, for "did you mean" lists.
-inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+inline std::size_t key_edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
@@ -166,11 +166,11 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
 }
 
 /// "'a', 'b', 'c'": up to `count` of `names` closest to `query` by edit distance (ties by name).
-inline std::string nearest_names(const std::string& query, const std::vector<std::string>& names,
+inline std::string nearest_keys(const std::string& query, const std::vector<std::string>& names,
                                  std::size_t count = 3) {
   std::vector<std::pair<std::size_t, const std::string*>> scored;
   scored.reserve(names.size());
-  for (const auto& name : names) scored.emplace_back(edit_distance(query, name), &name);
+  for (const auto& name : names) scored.emplace_back(key_edit_distance(query, name), &name);
   std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
     return x.first != y.first ? x.first < y.first : *x.second < *y.second;
   });
@@ -428,7 +428,7 @@ class SafetensorsFile {
         detail::raise<NotFoundError>("safetensors: no tensor '{}' in {}, which holds no tensors", key,
                                      path());
       detail::raise<NotFoundError>("safetensors: no tensor '{}' in {}; nearest keys: {}", key, path(),
-                                   detail::nearest_names(key, keys()));
+                                   detail::nearest_keys(key, keys()));
     }
     return it->second;
   }
@@ -466,14 +466,14 @@ inline std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
-inline bool ends_with(std::string_view s, std::string_view suffix) {
+inline bool has_suffix(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
 /// Files in a pickle format (PyTorch's torch.save) that mechlens refuses to read.
 inline bool is_pickle_checkpoint_name(const std::string& name) {
-  return ends_with(name, ".bin") || ends_with(name, ".pt") || ends_with(name, ".pth") ||
-         ends_with(name, ".ckpt") || ends_with(name, ".pkl") || name == "pytorch_model.bin.index.json";
+  return has_suffix(name, ".bin") || has_suffix(name, ".pt") || has_suffix(name, ".pth") ||
+         has_suffix(name, ".ckpt") || has_suffix(name, ".pkl") || name == "pytorch_model.bin.index.json";
 }
 
 [[noreturn]] inline void refuse_pickle_checkpoint(const std::string& where, const std::string& found) {
@@ -527,7 +527,7 @@ class SafetensorsCheckpoint {
     for (const auto& entry : fs::directory_iterator(root, ec)) {
       const std::string name = entry.path().filename().string();
       if (detail::is_pickle_checkpoint_name(name)) pickles.push_back(name);
-      if (detail::ends_with(name, ".safetensors")) other_safetensors.push_back(name);
+      if (detail::has_suffix(name, ".safetensors")) other_safetensors.push_back(name);
     }
     std::sort(pickles.begin(), pickles.end());
     std::sort(other_safetensors.begin(), other_safetensors.end());
@@ -571,7 +571,7 @@ class SafetensorsCheckpoint {
       if (key_to_shard_.empty())
         detail::raise<NotFoundError>("checkpoint '{}' has no tensor '{}'; it holds no tensors", dir_, key);
       detail::raise<NotFoundError>("checkpoint '{}' has no tensor '{}'; nearest keys: {}", dir_, key,
-                                   detail::nearest_names(key, keys()));
+                                   detail::nearest_keys(key, keys()));
     }
     return shards_[it->second];
   }
@@ -610,7 +610,7 @@ class SafetensorsCheckpoint {
               "safetensors index '{}' maps '{}' to shard '{}', which does not hold it (nearest keys "
               "there: {})",
               index_path, key, shard, held.empty() ? std::string("none, it is empty")
-                                                   : detail::nearest_names(key, held));
+                                                   : detail::nearest_keys(key, held));
         }
         key_to_shard_.emplace(key, shard_index);
       }
