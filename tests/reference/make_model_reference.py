@@ -116,6 +116,11 @@ SPECS = [
             max_position_embeddings=512, tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         ),
+        # Tied: the logits are the final hidden state against the embeddings, so with embeddings
+        # of std 1 every token predicts itself and greedy decoding repeats one token.  Smaller
+        # embeddings and wider blocks make the blocks, not the current token, decide.
+        "init": {"embed": 0.2, "lm_head": 0.2, "linear": 0.15},
+        "drop_head_dim": True,  # config.json without head_dim: readers must derive it (64 / 4)
         "save_dtype": torch.float32,
         "max_shard_size": None,
         "classic_rope": False,
@@ -165,22 +170,26 @@ def modeling_module(spec):
     return modeling_llama if spec["family"] == "llama" else modeling_mistral
 
 
+DEFAULT_INIT = {"embed": 1.0, "lm_head": 0.2, "linear": 0.1}
+
+
 @torch.no_grad()
-def init_wide(model):
+def init_wide(model, init):
     """Weights wider than the default initialiser so logits are not flat.
 
-    RMSNorm weights 1 + 0.1 N(0,1); token embeddings N(0, 1); lm_head N(0, 0.2^2) (when not
-    tied); every other linear weight N(0, 0.1^2).  Uses the global torch generator (seeded).
+    RMSNorm weights 1 + 0.1 N(0,1); token embeddings N(0, embed^2); lm_head N(0, lm_head^2)
+    (when not tied); every other linear weight N(0, linear^2).  Uses the global torch
+    generator (seeded).
     """
     for name, p in model.named_parameters():
         if p.dim() == 1:
             p.copy_(1.0 + 0.1 * torch.randn_like(p))
         elif "embed_tokens" in name:
-            p.normal_(0.0, 1.0)
+            p.normal_(0.0, init["embed"])
         elif name.startswith("lm_head"):
-            p.normal_(0.0, 0.2)
+            p.normal_(0.0, init["lm_head"])
         else:
-            p.normal_(0.0, 0.1)
+            p.normal_(0.0, init["linear"])
 
 
 def rand_ids(gen, n):
@@ -383,7 +392,7 @@ def build_and_save(spec, path):
         model.tie_weights()
         if model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr():
             raise RuntimeError("tie_word_embeddings is set but lm_head is not tied after tie_weights()")
-    init_wide(model)
+    init_wide(model, spec.get("init", DEFAULT_INIT))
     model.eval()
     if os.path.isdir(path):
         shutil.rmtree(path)
@@ -412,8 +421,17 @@ def build_and_save(spec, path):
         with open(cfg_path, "w") as f:
             json.dump(cj, f, indent=2, sort_keys=True)
             f.write("\n")
+    if spec.get("drop_head_dim"):
+        with open(cfg_path) as f:
+            cj = json.load(f)
+        cj.pop("head_dim", None)
+        with open(cfg_path, "w") as f:
+            json.dump(cj, f, indent=2, sort_keys=True)
+            f.write("\n")
     with open(cfg_path) as f:
         cj = json.load(f)
+    if spec.get("drop_head_dim"):
+        check("head_dim" not in cj, "config.json has no head_dim (derived: hidden_size / heads)")
     rope_keys = {k: cj[k] for k in ("rope_theta", "rope_scaling", "rope_parameters") if k in cj}
     log(f"  config.json rope fields: {json.dumps(rope_keys)}")
     if spec["classic_rope"]:
@@ -741,7 +759,7 @@ def truncate_at_eos(ids):
 
 
 @torch.no_grad()
-def generation(spec, model, prompts, gen):
+def generation(spec, model, prompts, gen, batch_rows=None):
     n_layers = model.config.num_hidden_layers
     res = {
         "eos_token_id": EOS,
@@ -769,6 +787,8 @@ def generation(spec, model, prompts, gen):
         soft(cmp, f"greedy p{i} vs generate")
         res["greedy"].append(entry)
     log(f"  greedy: {len(prompts)} prompts x {GREEDY_NEW} tokens; smallest margin {worst_margin:.4f}")
+    distinct = min(len(set(e["new_ids"])) for e in res["greedy"])
+    check(distinct >= 3, f"greedy continuations are not one repeated token (fewest distinct ids: {distinct})")
 
     if spec["splice"]:
         res["splice"] = []
@@ -803,7 +823,9 @@ def generation(spec, model, prompts, gen):
                         ref, _ = decode(model, s_cache, tgt[-1], Ls, SPLICE_NEW)
                         check(ref == new, f"splice all layers ({lt},{ls}) {align} == source cache + "
                                           f"target's pending token")
-        log(f"  splice: {len(res['splice'])} cases")
+        changed = sum(e["new_ids"] != e["unspliced_new_ids"] for e in res["splice"])
+        log(f"  splice: {len(res['splice'])} cases, {changed} of them change the target's tokens")
+        check(changed >= len(res["splice"]) // 2, "most splices change the generated tokens")
 
         src = rand_ids(gen, 7)
         tgt = rand_ids(gen, 6)
@@ -818,6 +840,31 @@ def generation(spec, model, prompts, gen):
         res["prefix"] = [{"source_ids": src, "target_ids": tgt, "new_ids": new, "margins": margins,
                           "target_positions": [len(src), len(src) + len(tgt) - 1],
                           "pending_position": len(src) + len(tgt) - 1}]
+    if batch_rows:
+        T = max(len(r) for r in batch_rows)
+        ids = [[PAD] * (T - len(r)) + r for r in batch_rows]
+        mask = [[0] * (T - len(r)) + [1] * len(r) for r in batch_rows]
+        rows = []
+        for r in batch_rows:
+            new, margins = greedy(model, r, SPLICE_NEW)
+            worst_margin = min(worst_margin, min(margins))
+            rows.append({"prompt_ids": r, "new_ids": new, "margins": margins})
+        res["batch"] = {"input_ids": ids, "attention_mask": mask, "pad_token_id": PAD,
+                        "note": "rows decoded one by one (the same as the padded batch must give); "
+                                "the batch's prompts are reference.safetensors' batch.input_ids",
+                        "rows": rows}
+
+        def cmp_batch():
+            out = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                                 max_new_tokens=SPLICE_NEW, do_sample=False, pad_token_id=PAD)
+            ok = True
+            for r, row in enumerate(rows):
+                want = truncate_at_eos(row["new_ids"])
+                ok &= out[r, T:T + len(want)].tolist() == want
+            res["batch"]["matches_hf_batched_generate"] = bool(ok)
+            return check(ok, f"left-padded batched model.generate == rows one by one "
+                             f"{[row['new_ids'] for row in rows]}")
+        soft(cmp_batch, "batched generate")
     log(f"  generation: smallest margin anywhere {worst_margin:.4f}")
     return res
 
@@ -845,6 +892,7 @@ def batch_reference(model, gen, tensors):
     tensors["batch.logits"] = logits.contiguous()
     log(f"  batch (left-padded, lengths {lens}): max |batch - single| at real positions {worst:.2e}")
     check(worst <= 1e-4, "padded batch == rows one by one")
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -870,6 +918,7 @@ def do_model(spec, out_dir):
     cfg = model.config
     rp = getattr(cfg, "rope_parameters", None)
     log(f"  reloaded config.rope_parameters: {rp}")
+    check(getattr(cfg, "head_dim", None) == 16, f"reloaded head_dim is 16 (got {getattr(cfg, 'head_dim', None)})")
     sd = model.state_dict()
     wdiff = max(float((sd[k].float() - v).abs().max()) for k, v in saved.items() if k in sd)
     check(wdiff == 0.0 and all(k in sd for k in saved),
@@ -911,8 +960,9 @@ def do_model(spec, out_dir):
     if getattr(cfg, "sliding_window", None):
         sliding_window_check(model, stores[2], len(prompts[2]))
     rv = rv_numbers(model, stores[2])
+    batch_rows = None
     if spec["batch"]:
-        soft(lambda: batch_reference(model, gen, tensors), "batch reference")
+        batch_rows = soft(lambda: batch_reference(model, gen, tensors), "batch reference")
     save_file(tensors, os.path.join(path, "reference.safetensors"))
     with open(os.path.join(path, "rv.json"), "w") as f:
         json.dump(rv, f, indent=2)
@@ -933,7 +983,7 @@ def do_model(spec, out_dir):
         soft(iv, f"{name} interventions")
 
     def gn():
-        res = generation(spec, model, prompts, torch.Generator().manual_seed(spec["seed"] + 13))
+        res = generation(spec, model, prompts, torch.Generator().manual_seed(spec["seed"] + 13), batch_rows)
         res["model"] = name
         with open(os.path.join(path, "generation.json"), "w") as f:
             json.dump(res, f, indent=1)
