@@ -1,0 +1,297 @@
+#pragma once
+/// \file
+/// The BPE model of tokenizer.json ("model": {"type": "BPE", ...}): vocabulary, ranked merges,
+/// byte fallback, unknown-token fusing, ignore_merges, continuing-subword prefix and end-of-word
+/// suffix. Merging follows HF `tokenizers` (models/bpe/word.rs): the lowest-ranked adjacent pair
+/// is merged first, ties going to the leftmost pair.
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/io/json.hpp"
+#include "mechlens/tokenizer/detail/utf8.hpp"
+
+namespace mechlens::tokenizer {
+
+class BpeModel {
+ public:
+  /// Builds the model from tokenizer.json's "model" object; `where` names the file in errors.
+  static BpeModel from_json(const nlohmann::json& j, const std::string& where) {
+    const std::string here = where + ": model";
+    MECHLENS_CHECK(j.is_object(), FormatError, "{} must be an object, got {}", here, j.type_name());
+    const auto type = io::json_optional<std::string>(j, "type", "BPE", here);
+    MECHLENS_CHECK(type == "BPE", ConfigError,
+                   "{}: model type '{}' is not supported by mechlens (supported: BPE)", where, type);
+    MECHLENS_CHECK(io::json_optional<double>(j, "dropout", 0.0, here) == 0.0, ConfigError,
+                   "{}: BPE dropout is not supported (tokenization would be random)", here);
+    BpeModel m;
+    m.byte_fallback_ = io::json_optional<bool>(j, "byte_fallback", false, here);
+    m.fuse_unk_ = io::json_optional<bool>(j, "fuse_unk", false, here);
+    m.ignore_merges_ = io::json_optional<bool>(j, "ignore_merges", false, here);
+    m.prefix_ = io::json_optional<std::string>(j, "continuing_subword_prefix", "", here);
+    m.suffix_ = io::json_optional<std::string>(j, "end_of_word_suffix", "", here);
+
+    MECHLENS_CHECK(j.contains("vocab") && j.at("vocab").is_object(), FormatError,
+                   "{}: 'vocab' must be an object of token -> id", here);
+    const auto& vocab = j.at("vocab");
+    m.vocab_.reserve(vocab.size());
+    int64_t max_id = -1;
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      MECHLENS_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0, FormatError,
+                     "{}: vocab entry '{}' has id {}, expected a non-negative integer", here,
+                     detail::excerpt(it.key()), it.value().dump());
+      const int64_t id = it.value().get<int64_t>();
+      m.vocab_.emplace(it.key(), static_cast<int32_t>(id));
+      max_id = std::max(max_id, id);
+    }
+    m.id_to_token_.assign(static_cast<std::size_t>(max_id + 1), std::string());
+    m.has_id_.assign(static_cast<std::size_t>(max_id + 1), false);
+    for (const auto& [token, id] : m.vocab_) {
+      MECHLENS_CHECK(!m.has_id_[id], FormatError, "{}: id {} is given to two tokens ('{}' and '{}')", here, id,
+                     detail::excerpt(m.id_to_token_[id]), detail::excerpt(token));
+      m.id_to_token_[id] = token;
+      m.has_id_[id] = true;
+    }
+
+    if (j.contains("unk_token") && !j.at("unk_token").is_null()) {
+      const auto unk = io::json_required<std::string>(j, "unk_token", here);
+      auto it = m.vocab_.find(unk);
+      MECHLENS_CHECK(it != m.vocab_.end(), FormatError, "{}: unk_token '{}' is not in the vocabulary", here, unk);
+      m.unk_id_ = it->second;
+    }
+    if (m.byte_fallback_) {
+      for (int b = 0; b < 256; ++b) {
+        auto it = m.vocab_.find(fmt::format("<0x{:02X}>", b));
+        m.byte_ids_[b] = it == m.vocab_.end() ? -1 : it->second;
+      }
+    }
+
+    MECHLENS_CHECK(j.contains("merges") && j.at("merges").is_array(), FormatError,
+                   "{}: 'merges' must be an array", here);
+    const auto& merges = j.at("merges");
+    m.merges_.reserve(merges.size());
+    int32_t rank = 0;
+    for (const auto& item : merges) {
+      std::string a, b;
+      if (item.is_string()) {  // "a b"
+        const auto& s = item.get_ref<const std::string&>();
+        const auto space = s.find(' ');
+        MECHLENS_CHECK(space != std::string::npos && s.find(' ', space + 1) == std::string::npos, FormatError,
+                       "{}: merge {} is '{}', expected two tokens separated by one space", here, rank,
+                       detail::excerpt(s));
+        a = s.substr(0, space);
+        b = s.substr(space + 1);
+      } else if (item.is_array() && item.size() == 2 && item[0].is_string() && item[1].is_string()) {
+        a = item[0].get<std::string>();
+        b = item[1].get<std::string>();
+      } else {
+        mechlens::detail::raise<FormatError>("{}: merge {} is {}, expected \"a b\" or [\"a\", \"b\"]", here, rank,
+                                             item.dump());
+      }
+      const auto ia = m.vocab_.find(a), ib = m.vocab_.find(b);
+      MECHLENS_CHECK(ia != m.vocab_.end() && ib != m.vocab_.end(), FormatError,
+                     "{}: merge {} ('{}' + '{}') uses a token that is not in the vocabulary", here, rank,
+                     detail::excerpt(a), detail::excerpt(b));
+      const std::string merged =
+          a + (m.prefix_.empty() || b.compare(0, m.prefix_.size(), m.prefix_) != 0 ? b : b.substr(m.prefix_.size()));
+      const auto im = m.vocab_.find(merged);
+      MECHLENS_CHECK(im != m.vocab_.end(), FormatError,
+                     "{}: merge {} ('{}' + '{}') makes '{}', which is not in the vocabulary", here, rank,
+                     detail::excerpt(a), detail::excerpt(b), detail::excerpt(merged));
+      m.merges_.emplace(pair_key(ia->second, ib->second), MergeInfo{rank, im->second});
+      ++rank;
+    }
+    return m;
+  }
+
+  /// Appends the ids of one pre-tokenized word.
+  void tokenize(std::string_view word, std::vector<int64_t>& out) const {
+    if (word.empty()) return;
+    if (ignore_merges_) {
+      auto it = vocab_.find(std::string(word));
+      if (it != vocab_.end()) {
+        out.push_back(it->second);
+        return;
+      }
+    }
+    if (word.size() <= kCacheMaxWordBytes) {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      auto it = cache_->map.find(std::string(word));
+      if (it != cache_->map.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<Symbol> symbols = initial_symbols(word);
+    merge_all(symbols);
+    const std::size_t first = out.size();
+    for (const auto& s : symbols) {
+      if (s.len != 0) out.push_back(s.id);
+    }
+    if (word.size() <= kCacheMaxWordBytes) {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      // NOTE: like HF's cache, full means "stop adding", not "evict": prose stays warm.
+      if (cache_->map.size() < kCacheCapacity) {
+        cache_->map.emplace(std::string(word), std::vector<int32_t>(out.begin() + first, out.end()));
+      }
+    }
+  }
+
+  std::optional<int64_t> token_to_id(std::string_view token) const {
+    auto it = vocab_.find(std::string(token));
+    if (it == vocab_.end()) return std::nullopt;
+    return it->second;
+  }
+  /// nullptr when the model has no token with this id.
+  const std::string* id_to_token(int64_t id) const {
+    if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size()) || !has_id_[id]) return nullptr;
+    return &id_to_token_[id];
+  }
+  std::size_t vocab_size() const { return vocab_.size(); }
+  /// One past the largest id in the vocabulary.
+  int64_t id_end() const { return static_cast<int64_t>(id_to_token_.size()); }
+  std::size_t merge_count() const { return merges_.size(); }
+  bool byte_fallback() const { return byte_fallback_; }
+
+ private:
+  struct MergeInfo {
+    int32_t rank;
+    int32_t new_id;
+  };
+  struct Symbol {
+    int32_t id;
+    int32_t prev, next;  // indices into the symbol array, -1 at the ends
+    std::size_t len;     // bytes of the word it covers; 0 once merged into its left neighbour
+  };
+  struct Cache {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>> map;
+  };
+  static constexpr std::size_t kCacheCapacity = 10000;
+  static constexpr std::size_t kCacheMaxWordBytes = 256;
+
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+
+  std::vector<Symbol> initial_symbols(std::string_view w) const {
+    std::vector<Symbol> symbols;
+    symbols.reserve(w.size());
+    const auto add = [&](int32_t id, std::size_t len) {
+      const int32_t index = static_cast<int32_t>(symbols.size());
+      symbols.push_back({id, index - 1, -1, len});
+      if (index > 0) symbols[index - 1].next = index;
+    };
+    bool unk = false;  // a pending unknown token of unk_len bytes
+    std::size_t unk_len = 0;
+    std::string key;
+    for (std::size_t i = 0; i < w.size();) {
+      const std::size_t n = detail::utf8_char_length(static_cast<unsigned char>(w[i]));
+      const bool is_first = i == 0, is_last = i + n >= w.size();
+      key.clear();
+      if (!is_first) key += prefix_;
+      key.append(w.substr(i, n));
+      if (is_last) key += suffix_;
+      auto it = vocab_.find(key);
+      if (it != vocab_.end()) {
+        if (unk) {
+          add(unk_id_, unk_len);
+          unk = false;
+        }
+        add(it->second, n);
+        i += n;
+        continue;
+      }
+      if (byte_fallback_) {
+        bool all = true;
+        for (unsigned char c : key) all = all && byte_ids_[c] >= 0;
+        if (all) {
+          // NOTE: HF does not flush a pending unknown token first; neither do we.
+          for (unsigned char c : key) add(byte_ids_[c], 1);
+          i += n;
+          continue;
+        }
+      }
+      MECHLENS_CHECK(unk_id_ >= 0, ArgumentError,
+                     "BPE: character '{}' is not in the vocabulary and the model has no unk_token or byte fallback",
+                     detail::excerpt(w.substr(i, n)));
+      if (unk && fuse_unk_) {
+        unk_len += n;
+      } else {
+        if (unk) add(unk_id_, unk_len);
+        unk = true;
+        unk_len = n;
+      }
+      i += n;
+    }
+    if (unk) add(unk_id_, unk_len);
+    return symbols;
+  }
+
+  void merge_all(std::vector<Symbol>& symbols) const {
+    struct Candidate {
+      int32_t rank;
+      int32_t pos;
+      int32_t new_id;
+    };
+    // Lowest rank first; among equal ranks the leftmost position.
+    const auto later = [](const Candidate& x, const Candidate& y) {
+      return x.rank != y.rank ? x.rank > y.rank : x.pos > y.pos;
+    };
+    std::priority_queue<Candidate, std::vector<Candidate>, decltype(later)> queue(later);
+    const auto lookup = [&](int32_t a, int32_t b) -> const MergeInfo* {
+      auto it = merges_.find(pair_key(a, b));
+      return it == merges_.end() ? nullptr : &it->second;
+    };
+    for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
+      if (const MergeInfo* m = lookup(symbols[i].id, symbols[i + 1].id)) {
+        queue.push({m->rank, static_cast<int32_t>(i), m->new_id});
+      }
+    }
+    while (!queue.empty()) {
+      const Candidate top = queue.top();
+      queue.pop();
+      Symbol& cur = symbols[top.pos];
+      if (cur.len == 0 || cur.next < 0) continue;
+      const int32_t next_pos = cur.next;
+      const Symbol right = symbols[next_pos];
+      const MergeInfo* m = lookup(cur.id, right.id);
+      if (m == nullptr || m->new_id != top.new_id) continue;  // stale entry
+      cur.id = top.new_id;
+      cur.len += right.len;
+      cur.next = right.next;
+      symbols[next_pos].len = 0;
+      if (right.next >= 0) symbols[right.next].prev = top.pos;
+      if (cur.prev >= 0) {
+        if (const MergeInfo* p = lookup(symbols[cur.prev].id, cur.id)) queue.push({p->rank, cur.prev, p->new_id});
+      }
+      if (cur.next >= 0) {
+        if (const MergeInfo* n = lookup(cur.id, symbols[cur.next].id)) queue.push({n->rank, top.pos, n->new_id});
+      }
+    }
+  }
+
+  std::unordered_map<std::string, int32_t> vocab_;
+  std::vector<std::string> id_to_token_;
+  std::vector<bool> has_id_;
+  std::unordered_map<uint64_t, MergeInfo> merges_;
+  int32_t byte_ids_[256] = {};
+  int32_t unk_id_ = -1;
+  bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
+  std::string prefix_, suffix_;
+  // Word -> ids cache shared by copies of the model (it only ever holds correct results).
+  std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
+};
+
+}  // namespace mechlens::tokenizer
