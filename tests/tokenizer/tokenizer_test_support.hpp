@@ -35,4 +35,16 @@ inline const nlohmann::json& reference(const std::string& file) {
   return it->second;
 }
 
+/// The message of the E that f() throws, or "<nothing thrown>"; another exception type escapes
+/// and fails the test.
+template <class E, class F>
+std::string thrown(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<nothing thrown>";
+}
+
 }  // namespace mechlens_test
