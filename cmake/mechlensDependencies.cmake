@@ -26,6 +26,10 @@ if(NOT TARGET mechlens::deps)
 
   # LibTorch: link its targets; never copy its flags into global ones.
   target_link_libraries(mechlens::deps INTERFACE ${TORCH_LIBRARIES})
+  if(TARGET torch_cuda)
+    # CUDA-only code paths (seeded CUDA generators, CUDA graphs) compile only where LibTorch has CUDA.
+    target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_CUDA=1)
+  endif()
 
   if(MECHLENS_FMT_HEADER_ONLY)
     target_compile_definitions(mechlens::deps INTERFACE FMT_HEADER_ONLY=1)

@@ -17,18 +17,31 @@ namespace mechlens::compat {
 /// True when at::scaled_dot_product_attention (fused attention) exists.
 constexpr bool kHasFusedAttention = MECHLENS_TORCH_AT_LEAST(2, 0);
 
+/// True when CPU matrix products exist for float16 (LibTorch 1.13's addmm has none).
+constexpr bool kHasCpuHalfMatmul = MECHLENS_TORCH_AT_LEAST(2, 1);
+
 }  // namespace mechlens::compat
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
+#ifdef MECHLENS_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
 
 namespace mechlens::compat {
 
-/// A seeded CPU generator (the same call on 1.13 and 2.x).
+/// A seeded generator on `device` (CPU, or CUDA where this LibTorch has it): sampling with it
+/// repeats exactly for the same seed.
 inline at::Generator make_generator(uint64_t seed, at::Device device = at::kCPU) {
+#ifdef MECHLENS_WITH_CUDA
+  if (device.is_cuda()) {
+    at::Generator gen = at::cuda::detail::createCUDAGenerator(device.index());
+    gen.set_current_seed(seed);
+    return gen;
+  }
+#endif
   (void)device;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  return gen;
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
 }  // namespace mechlens::compat

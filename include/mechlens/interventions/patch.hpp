@@ -56,8 +56,10 @@ inline at::Tensor patched(const at::Tensor& x, const at::Tensor& src_in, const H
                  hook, ns, nt, shape_str(src.sizes()), shape_str(x.sizes()), sel.positions.str());
   const int64_t m = std::min(nt, ns);
   const int64_t t0 = align == Align::Left ? 0 : nt - m, s0 = align == Align::Left ? 0 : ns - m;
-  // Every selected target position must have a source position under this alignment.
-  for (int64_t p : sel.positions.resolve(nt, "hook '" + hook + "'"))
+  // With "all" positions the alignment's overlap is patched; positions named explicitly must
+  // each have a source position under this alignment.
+  if (!sel.positions.is_all())
+    for (int64_t p : sel.positions.resolve(nt, "hook '" + hook + "'"))
     MECHLENS_CHECK(p >= t0 && p < t0 + m, ShapeError,
                    "patch at hook '{}': target position {} has no source position under {} alignment (source {}, "
                    "target {}, overlap target positions {}:{})",

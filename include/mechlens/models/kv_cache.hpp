@@ -61,6 +61,10 @@ class KVCache {
   at::Tensor& value_storage() { return values_; }
   at::Tensor& position_storage() { return positions_; }
   at::Tensor& valid_storage() { return valid_; }
+  const at::Tensor& key_storage() const { return keys_; }
+  const at::Tensor& value_storage() const { return values_; }
+  const at::Tensor& position_storage() const { return positions_; }
+  const at::Tensor& valid_storage() const { return valid_; }
 
   /// Makes room for `count` more slots: grows the storage (a copy) only when the capacity is
   /// exceeded. Generation reserves prompt + max_new_tokens up front, so decoding never grows it.

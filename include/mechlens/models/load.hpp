@@ -15,6 +15,7 @@
 #include "mechlens/core/dtype.hpp"
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/shape.hpp"
+#include "mechlens/core/torch_compat.hpp"
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/safetensors.hpp"
 #include "mechlens/models/model.hpp"
@@ -81,6 +82,10 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
 
 /// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
 inline Model load_model(const std::string& dir, const LoadOptions& options = {}) {
+  MECHLENS_CHECK(!(options.dtype == at::kHalf && options.device.is_cpu() && !compat::kHasCpuHalfMatmul), ArgumentError,
+                 "load_model('{}'): float16 on the CPU needs LibTorch >= 2.1 (this is {}.{}, whose CPU matrix "
+                 "products have no float16); load as bfloat16 or float32, or on CUDA",
+                 dir, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
   ModelConfig cfg = ModelConfig::from_file(dir);
   detail::read_generation_config(dir, cfg);
   io::SafetensorsCheckpoint checkpoint(dir);

@@ -20,6 +20,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/io/json.hpp"
+#include "mechlens/tokenizer/detail/flat_map.hpp"
 #include "mechlens/tokenizer/detail/utf8.hpp"
 
 namespace mechlens::tokenizer {
@@ -48,32 +49,32 @@ class BpeModel {
     m.vocab_.reserve(vocab.size());
     int64_t max_id = -1;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      MECHLENS_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0, FormatError,
-                     "{}: vocab entry '{}' has id {}, expected a non-negative integer", here,
+      MECHLENS_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0 &&
+                         it.value().get<int64_t>() < (int64_t{1} << 31),
+                     FormatError, "{}: vocab entry '{}' has id {}, expected a non-negative 32-bit integer", here,
                      detail::excerpt(it.key()), it.value().dump());
       const int64_t id = it.value().get<int64_t>();
-      m.vocab_.emplace(it.key(), static_cast<int32_t>(id));
+      m.vocab_.insert(it.key(), static_cast<int32_t>(id));  // JSON object keys are unique
       max_id = std::max(max_id, id);
     }
     m.id_to_token_.assign(static_cast<std::size_t>(max_id + 1), std::string());
     m.has_id_.assign(static_cast<std::size_t>(max_id + 1), false);
-    for (const auto& [token, id] : m.vocab_) {
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const int64_t id = it.value().get<int64_t>();
       MECHLENS_CHECK(!m.has_id_[id], FormatError, "{}: id {} is given to two tokens ('{}' and '{}')", here, id,
-                     detail::excerpt(m.id_to_token_[id]), detail::excerpt(token));
-      m.id_to_token_[id] = token;
+                     detail::excerpt(m.id_to_token_[id]), detail::excerpt(it.key()));
+      m.id_to_token_[id] = it.key();
       m.has_id_[id] = true;
     }
 
     if (j.contains("unk_token") && !j.at("unk_token").is_null()) {
       const auto unk = io::json_required<std::string>(j, "unk_token", here);
-      auto it = m.vocab_.find(unk);
-      MECHLENS_CHECK(it != m.vocab_.end(), FormatError, "{}: unk_token '{}' is not in the vocabulary", here, unk);
-      m.unk_id_ = it->second;
+      m.unk_id_ = m.vocab_.find(unk);
+      MECHLENS_CHECK(m.unk_id_ >= 0, FormatError, "{}: unk_token '{}' is not in the vocabulary", here, unk);
     }
     if (m.byte_fallback_) {
       for (int b = 0; b < 256; ++b) {
-        auto it = m.vocab_.find(fmt::format("<0x{:02X}>", b));
-        m.byte_ids_[b] = it == m.vocab_.end() ? -1 : it->second;
+        m.byte_ids_[b] = m.vocab_.find(fmt::format("<0x{:02X}>", b));
       }
     }
 
@@ -82,34 +83,34 @@ class BpeModel {
     const auto& merges = j.at("merges");
     m.merges_.reserve(merges.size());
     int32_t rank = 0;
+    std::string merged;
     for (const auto& item : merges) {
-      std::string a, b;
+      std::string_view a, b;
       if (item.is_string()) {  // "a b"
-        const auto& s = item.get_ref<const std::string&>();
+        const std::string_view s = item.get_ref<const std::string&>();
         const auto space = s.find(' ');
-        MECHLENS_CHECK(space != std::string::npos && s.find(' ', space + 1) == std::string::npos, FormatError,
-                       "{}: merge {} is '{}', expected two tokens separated by one space", here, rank,
+        MECHLENS_CHECK(space != std::string_view::npos && s.find(' ', space + 1) == std::string_view::npos,
+                       FormatError, "{}: merge {} is '{}', expected two tokens separated by one space", here, rank,
                        detail::excerpt(s));
         a = s.substr(0, space);
         b = s.substr(space + 1);
       } else if (item.is_array() && item.size() == 2 && item[0].is_string() && item[1].is_string()) {
-        a = item[0].get<std::string>();
-        b = item[1].get<std::string>();
+        a = item[0].get_ref<const std::string&>();
+        b = item[1].get_ref<const std::string&>();
       } else {
         mechlens::detail::raise<FormatError>("{}: merge {} is {}, expected \"a b\" or [\"a\", \"b\"]", here, rank,
                                              item.dump());
       }
-      const auto ia = m.vocab_.find(a), ib = m.vocab_.find(b);
-      MECHLENS_CHECK(ia != m.vocab_.end() && ib != m.vocab_.end(), FormatError,
+      const int32_t ia = m.vocab_.find(a), ib = m.vocab_.find(b);
+      MECHLENS_CHECK(ia >= 0 && ib >= 0, FormatError,
                      "{}: merge {} ('{}' + '{}') uses a token that is not in the vocabulary", here, rank,
                      detail::excerpt(a), detail::excerpt(b));
-      const std::string merged =
-          a + (m.prefix_.empty() || b.compare(0, m.prefix_.size(), m.prefix_) != 0 ? b : b.substr(m.prefix_.size()));
-      const auto im = m.vocab_.find(merged);
-      MECHLENS_CHECK(im != m.vocab_.end(), FormatError,
-                     "{}: merge {} ('{}' + '{}') makes '{}', which is not in the vocabulary", here, rank,
-                     detail::excerpt(a), detail::excerpt(b), detail::excerpt(merged));
-      m.merges_.emplace(pair_key(ia->second, ib->second), MergeInfo{rank, im->second});
+      merged.assign(a);
+      merged.append(m.prefix_.empty() || b.compare(0, m.prefix_.size(), m.prefix_) != 0 ? b : b.substr(m.prefix_.size()));
+      const int32_t im = m.vocab_.find(merged);
+      MECHLENS_CHECK(im >= 0, FormatError, "{}: merge {} ('{}' + '{}') makes '{}', which is not in the vocabulary",
+                     here, rank, detail::excerpt(a), detail::excerpt(b), detail::excerpt(merged));
+      m.merges_.insert(ia, ib, {rank, im});
       ++rank;
     }
     return m;
@@ -119,9 +120,9 @@ class BpeModel {
   void tokenize(std::string_view word, std::vector<int64_t>& out) const {
     if (word.empty()) return;
     if (ignore_merges_) {
-      auto it = vocab_.find(std::string(word));
-      if (it != vocab_.end()) {
-        out.push_back(it->second);
+      const int32_t id = vocab_.find(word);
+      if (id >= 0) {
+        out.push_back(id);
         return;
       }
     }
@@ -149,9 +150,9 @@ class BpeModel {
   }
 
   std::optional<int64_t> token_to_id(std::string_view token) const {
-    auto it = vocab_.find(std::string(token));
-    if (it == vocab_.end()) return std::nullopt;
-    return it->second;
+    const int32_t id = vocab_.find(token);
+    if (id < 0) return std::nullopt;
+    return id;
   }
   /// nullptr when the model has no token with this id.
   const std::string* id_to_token(int64_t id) const {
@@ -165,10 +166,7 @@ class BpeModel {
   bool byte_fallback() const { return byte_fallback_; }
 
  private:
-  struct MergeInfo {
-    int32_t rank;
-    int32_t new_id;
-  };
+  using MergeInfo = detail::PairMap::Value;
   struct Symbol {
     int32_t id;
     int32_t prev, next;  // indices into the symbol array, -1 at the ends
@@ -181,10 +179,6 @@ class BpeModel {
   static constexpr std::size_t kCacheCapacity = 10000;
   static constexpr std::size_t kCacheMaxWordBytes = 256;
 
-  static uint64_t pair_key(int32_t a, int32_t b) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
-  }
-
   std::vector<Symbol> initial_symbols(std::string_view w) const {
     std::vector<Symbol> symbols;
     symbols.reserve(w.size());
@@ -196,29 +190,34 @@ class BpeModel {
     bool unk = false;  // a pending unknown token of unk_len bytes
     std::size_t unk_len = 0;
     std::string key;
+    const bool plain = prefix_.empty() && suffix_.empty();
     for (std::size_t i = 0; i < w.size();) {
       const std::size_t n = detail::utf8_char_length(static_cast<unsigned char>(w[i]));
       const bool is_first = i == 0, is_last = i + n >= w.size();
-      key.clear();
-      if (!is_first) key += prefix_;
-      key.append(w.substr(i, n));
-      if (is_last) key += suffix_;
-      auto it = vocab_.find(key);
-      if (it != vocab_.end()) {
+      std::string_view piece = w.substr(i, n);
+      if (!plain) {
+        key.clear();
+        if (!is_first) key += prefix_;
+        key.append(piece);
+        if (is_last) key += suffix_;
+        piece = key;
+      }
+      const int32_t id = vocab_.find(piece);
+      if (id >= 0) {
         if (unk) {
           add(unk_id_, unk_len);
           unk = false;
         }
-        add(it->second, n);
+        add(id, n);
         i += n;
         continue;
       }
       if (byte_fallback_) {
         bool all = true;
-        for (unsigned char c : key) all = all && byte_ids_[c] >= 0;
+        for (unsigned char c : piece) all = all && byte_ids_[c] >= 0;
         if (all) {
           // NOTE: HF does not flush a pending unknown token first; neither do we.
-          for (unsigned char c : key) add(byte_ids_[c], 1);
+          for (unsigned char c : piece) add(byte_ids_[c], 1);
           i += n;
           continue;
         }
@@ -250,13 +249,10 @@ class BpeModel {
       return x.rank != y.rank ? x.rank > y.rank : x.pos > y.pos;
     };
     std::priority_queue<Candidate, std::vector<Candidate>, decltype(later)> queue(later);
-    const auto lookup = [&](int32_t a, int32_t b) -> const MergeInfo* {
-      auto it = merges_.find(pair_key(a, b));
-      return it == merges_.end() ? nullptr : &it->second;
-    };
+    const auto lookup = [&](int32_t a, int32_t b) -> const MergeInfo* { return merges_.find(a, b); };
     for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
       if (const MergeInfo* m = lookup(symbols[i].id, symbols[i + 1].id)) {
-        queue.push({m->rank, static_cast<int32_t>(i), m->new_id});
+        queue.push({m->rank, static_cast<int32_t>(i), m->id});
       }
     }
     while (!queue.empty()) {
@@ -267,25 +263,25 @@ class BpeModel {
       const int32_t next_pos = cur.next;
       const Symbol right = symbols[next_pos];
       const MergeInfo* m = lookup(cur.id, right.id);
-      if (m == nullptr || m->new_id != top.new_id) continue;  // stale entry
+      if (m == nullptr || m->id != top.new_id) continue;  // stale entry
       cur.id = top.new_id;
       cur.len += right.len;
       cur.next = right.next;
       symbols[next_pos].len = 0;
       if (right.next >= 0) symbols[right.next].prev = top.pos;
       if (cur.prev >= 0) {
-        if (const MergeInfo* p = lookup(symbols[cur.prev].id, cur.id)) queue.push({p->rank, cur.prev, p->new_id});
+        if (const MergeInfo* p = lookup(symbols[cur.prev].id, cur.id)) queue.push({p->rank, cur.prev, p->id});
       }
       if (cur.next >= 0) {
-        if (const MergeInfo* n = lookup(cur.id, symbols[cur.next].id)) queue.push({n->rank, top.pos, n->new_id});
+        if (const MergeInfo* n = lookup(cur.id, symbols[cur.next].id)) queue.push({n->rank, top.pos, n->id});
       }
     }
   }
 
-  std::unordered_map<std::string, int32_t> vocab_;
+  detail::StringIdMap vocab_;
   std::vector<std::string> id_to_token_;
   std::vector<bool> has_id_;
-  std::unordered_map<uint64_t, MergeInfo> merges_;
+  detail::PairMap merges_;
   int32_t byte_ids_[256] = {};
   int32_t unk_id_ = -1;
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;

@@ -1,0 +1,126 @@
+#pragma once
+/// \file
+/// Decoding from a prompt state: the pending token first, then each sampled token, with every
+/// token kept on the device (no host round trip per token; the stop check syncs once every
+/// `sync_every` steps) and the KV cache written in place (reserved by prefill()).
+///
+///   auto state = mechlens::prefill(*model, prompt_ids, /*extra_capacity=*/50);
+///   mechlens::splice_kv(state.cache, source.cache, {.layers = {16, 32}});   // optional edits
+///   auto out = mechlens::decode(*model, state, {.max_new_tokens = 50});
+///
+/// Interventions applied to the model stay active: those made with `.during_decoding()` act on
+/// every step (the step index is in the hook context), the others on prefill only.
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "mechlens/generation/prompt_state.hpp"
+#include "mechlens/generation/sampler.hpp"
+#include "mechlens/models/model.hpp"
+
+namespace mechlens {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 50;
+  SamplingOptions sampling;  ///< default: greedy
+  /// Tokens that end a row; default (empty + use_model_eos): the model's eos ids (config.json
+  /// and generation_config.json, e.g. Llama-3-Instruct's <|eot_id|>).
+  std::vector<int64_t> stop_tokens;
+  bool use_model_eos = true;
+  /// Record each step's top-1 minus top-2 logit margin (for tests against references).
+  bool record_margins = false;
+  /// How often (in steps) the host checks whether every row has stopped.
+  int64_t sync_every = 8;
+};
+
+struct GenerationResult {
+  /// Per row: the new tokens, up to and including a stop token (none after it).
+  std::vector<std::vector<int64_t>> tokens;
+  /// Per row: whether it ended on a stop token.
+  std::vector<bool> stopped;
+  /// Per row and step: top-1 minus top-2 logit (only with record_margins).
+  std::vector<std::vector<double>> margins;
+};
+
+/// Decodes up to max_new_tokens tokens per row from `state` (which it advances).
+inline GenerationResult decode(ModelImpl& model, PromptState& state, const GenerationOptions& options) {
+  at::NoGradGuard no_grad;
+  MECHLENS_CHECK(options.max_new_tokens >= 0, ArgumentError, "decode: max_new_tokens {} is negative",
+                 options.max_new_tokens);
+  const int64_t b = state.batch(), steps = options.max_new_tokens;
+  const auto dev = model.device();
+  std::vector<int64_t> stops = options.stop_tokens;
+  if (options.use_model_eos)
+    for (int64_t id : model.config().eos_token_ids) stops.push_back(id);
+  at::Tensor stop_ids = at::tensor(stops.empty() ? std::vector<int64_t>{-1} : stops,
+                                   at::TensorOptions().dtype(at::kLong)).to(dev);
+
+  Sampler sampler(options.sampling, dev);
+  state.cache.reserve(steps);  // no growth inside the loop
+  at::Tensor out = at::full({b, std::max<int64_t>(steps, 1)}, -1, at::TensorOptions().dtype(at::kLong).device(dev));
+  at::Tensor margins = options.record_margins ? at::zeros({b, std::max<int64_t>(steps, 1)}, at::TensorOptions().dtype(at::kDouble).device(dev)) : at::Tensor();
+  at::Tensor done = at::zeros({b}, at::TensorOptions().dtype(at::kBool).device(dev));
+  at::Tensor token = state.pending.view({b, 1});
+  at::Tensor position = state.position.view({b, 1});
+  int64_t taken = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    ForwardOptions opt;
+    opt.cache = &state.cache;
+    opt.positions = position;
+    opt.step = step + 1;
+    at::Tensor logits = model.forward(token, opt).select(1, 0);  // [b, vocab]
+    if (options.record_margins) {
+      at::Tensor top2 = std::get<0>(logits.to(at::kDouble).topk(2, -1));
+      margins.select(1, step).copy_(top2.select(1, 0) - top2.select(1, 1));
+    }
+    at::Tensor next = sampler(logits);
+    next = at::where(done, at::full_like(next, -1), next);
+    out.select(1, step).copy_(next);
+    done = done.logical_or(at::isin(next, stop_ids));
+    token = next.clamp_min(0).view({b, 1});
+    position = position + 1;
+    taken = step + 1;
+    if ((step + 1) % options.sync_every == 0 && done.all().item<bool>()) break;
+  }
+  state.pending = token.view({b});
+  state.position = position.view({b});
+
+  GenerationResult result;
+  at::Tensor host = out.cpu().contiguous();
+  at::Tensor host_margins = options.record_margins ? margins.cpu().contiguous() : at::Tensor();
+  const int64_t width = host.size(1);
+  const int64_t* ids = host.data_ptr<int64_t>();
+  const double* mg = options.record_margins ? host_margins.data_ptr<double>() : nullptr;
+  for (int64_t r = 0; r < b; ++r) {
+    std::vector<int64_t> row;
+    std::vector<double> row_margins;
+    bool stopped = false;
+    for (int64_t t = 0; t < taken; ++t) {
+      int64_t id = ids[r * width + t];
+      if (id < 0) break;
+      row.push_back(id);
+      if (options.record_margins) row_margins.push_back(mg[r * width + t]);
+      if (std::find(stops.begin(), stops.end(), id) != stops.end()) {
+        stopped = true;
+        break;
+      }
+    }
+    result.tokens.push_back(std::move(row));
+    result.stopped.push_back(stopped);
+    result.margins.push_back(std::move(row_margins));
+  }
+  return result;
+}
+
+/// prefill + decode for a batch of prompts.
+inline GenerationResult generate(ModelImpl& model, const std::vector<std::vector<int64_t>>& prompts,
+                                 const GenerationOptions& options) {
+  PromptState state = prefill(model, prompts, options.max_new_tokens);
+  return decode(model, state, options);
+}
+
+}  // namespace mechlens

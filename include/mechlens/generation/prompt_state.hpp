@@ -1,0 +1,127 @@
+#pragma once
+/// \file
+/// Prompt state (DESIGN.md): prefill runs every prompt token but the last; the last token is
+/// *pending* and is fed first when decoding starts. Splicing caches between two prefilled prompts
+/// is therefore symmetric, and the first generated token already sees the edit.
+///
+/// Batches are left-padded: each row's positions count its own tokens from 0 and its padding
+/// slots are masked, so a padded batch gives the rows' own results.
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/model.hpp"
+
+namespace mechlens {
+
+struct PromptState {
+  KVCache cache;           ///< every prompt token but the last
+  at::Tensor pending;      ///< [batch] int64: each row's last prompt token, fed first by decode()
+  at::Tensor position;     ///< [batch] int64: the pending token's position
+  std::vector<std::vector<int64_t>> prompts;  ///< the prompt ids, for records
+
+  int64_t batch() const { return pending.size(0); }
+};
+
+namespace detail {
+inline void check_prompts(const std::vector<std::vector<int64_t>>& prompts, int64_t vocab) {
+  MECHLENS_CHECK(!prompts.empty(), ArgumentError, "prefill: no prompts");
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    MECHLENS_CHECK(!prompts[r].empty(), ArgumentError, "prefill: prompt {} is empty (a prompt needs at least one token)", r);
+    for (int64_t id : prompts[r])
+      MECHLENS_CHECK(id >= 0 && id < vocab, ArgumentError, "prefill: prompt {} holds token id {} outside the vocabulary [0, {})",
+                     r, id, vocab);
+  }
+}
+}  // namespace detail
+
+/// Prefills each prompt over all its tokens but the last into one cache (left-padded batch),
+/// reserving `extra_capacity` more slots (decode() needs max_new_tokens).
+/// An optional `prefix` cache (batch 1 or the same batch) is copied first and the prompts
+/// continue after it: positions start at the prefix's length (KV prefix memory, DESIGN.md).
+inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64_t>>& prompts, int64_t extra_capacity,
+                           const KVCache* prefix = nullptr) {
+  at::NoGradGuard no_grad;
+  detail::check_prompts(prompts, model.config().vocab_size);
+  const int64_t b = static_cast<int64_t>(prompts.size());
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()) - 1);
+  const auto dev = model.device();
+  auto long_opts = at::TensorOptions().dtype(at::kLong);
+
+  PromptState state;
+  state.prompts = prompts;
+  int64_t offset = 0;
+  const int64_t capacity = longest + extra_capacity + 1;
+  if (prefix) {
+    MECHLENS_CHECK(prefix->batch() == 1 || prefix->batch() == b, ShapeError,
+                   "prefill: the prefix cache has batch {}, the prompts {} (expected 1 or {})", prefix->batch(), b, b);
+    MECHLENS_CHECK(!prefix->has_padding(), ArgumentError, "prefill: a padded prefix cache is not supported");
+    state.cache = KVCache::for_model(model.config(), b, prefix->length() + capacity, model.options());
+    const int64_t n = prefix->length();
+    state.cache.key_storage().narrow(3, 0, n).copy_(prefix->key_storage().narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
+    state.cache.value_storage().narrow(3, 0, n).copy_(prefix->value_storage().narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
+    state.cache.position_storage().narrow(1, 0, n).copy_(prefix->positions().expand({b, -1}));
+    state.cache.valid_storage().narrow(1, 0, n).fill_(true);
+    state.cache.set_length(n, false);
+    offset = n;  // positions continue after the prefix (its slots hold positions 0..n-1)
+  } else {
+    state.cache = KVCache::for_model(model.config(), b, capacity, model.options());
+  }
+
+  std::vector<int64_t> ids_v(static_cast<size_t>(b * longest), 0), pending_v, position_v;
+  std::vector<uint8_t> live_v(static_cast<size_t>(b * longest), 0);
+  bool padded = false;
+  for (int64_t r = 0; r < b; ++r) {
+    const auto& p = prompts[static_cast<size_t>(r)];
+    const int64_t n = static_cast<int64_t>(p.size()) - 1;  // tokens to prefill
+    for (int64_t i = 0; i < n; ++i) {
+      ids_v[static_cast<size_t>(r * longest + longest - n + i)] = p[static_cast<size_t>(i)];
+      live_v[static_cast<size_t>(r * longest + longest - n + i)] = 1;
+    }
+    padded = padded || n < longest;
+    pending_v.push_back(p.back());
+    position_v.push_back(offset + n);
+  }
+  at::Tensor ids = at::tensor(ids_v, long_opts).view({b, longest});
+  at::Tensor live = at::tensor(std::vector<int64_t>(live_v.begin(), live_v.end()), long_opts).view({b, longest}).to(at::kBool);
+  at::Tensor pending = at::tensor(pending_v, long_opts), position = at::tensor(position_v, long_opts);
+  if (longest > 0) {
+    ForwardOptions opt;
+    opt.cache = &state.cache;
+    opt.step = 0;
+    opt.last_position_only = true;
+    opt.positions = ((live.to(at::kLong).cumsum(1) - 1).clamp_min(0) + offset).to(dev);
+    if (padded) opt.attention_mask = live.to(dev);
+    model.forward(ids.to(dev), opt);
+  }
+  state.pending = pending.to(dev);
+  state.position = position.to(dev);
+  return state;
+}
+
+inline PromptState prefill(ModelImpl& model, const std::vector<int64_t>& prompt, int64_t extra_capacity,
+                           const KVCache* prefix = nullptr) {
+  return prefill(model, std::vector<std::vector<int64_t>>{prompt}, extra_capacity, prefix);
+}
+
+/// Runs every token of `prompt` (none pending) into a new cache: the source of a KV prefix.
+inline KVCache encode_prompt(ModelImpl& model, const std::vector<int64_t>& prompt, int64_t extra_capacity = 0) {
+  at::NoGradGuard no_grad;
+  detail::check_prompts({prompt}, model.config().vocab_size);
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  KVCache cache = KVCache::for_model(model.config(), 1, n + extra_capacity, model.options());
+  ForwardOptions opt;
+  opt.cache = &cache;
+  opt.step = 0;
+  opt.last_position_only = true;
+  model.forward(at::tensor(prompt, at::TensorOptions().dtype(at::kLong)).view({1, n}).to(model.device()), opt);
+  return cache;
+}
+
+}  // namespace mechlens

@@ -1,0 +1,135 @@
+#pragma once
+/// \file
+/// KV-cache splices (DESIGN.md): copy layers [lo, hi) — optionally some KV heads and some slots —
+/// from a source cache into a target cache, in place. Caches of different lengths need an
+/// explicit alignment: `left` (the first m = min(n_src, n_tgt) slots of each), `right` (the last
+/// m), or an explicit slot map; anything else is an error naming both lengths. Moved keys keep
+/// the source's rotation unless `rerotate` asks to re-rotate them to their new positions (undo
+/// the source position's rotation, apply the target's). Target slots keep their own positions,
+/// so attention masks stay those of the target prompt.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/selection.hpp"
+#include "mechlens/interventions/patch.hpp"
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/model_config.hpp"
+#include "mechlens/models/rotary.hpp"
+
+namespace mechlens {
+
+struct SpliceOptions {
+  /// Layers to copy; default: all.
+  std::optional<LayerRange> layers;
+  /// KV heads to copy; default: all.
+  IndexSet kv_heads;
+  /// How source slots map onto target slots when the lengths differ.
+  Align align = Align::Exact;
+  /// Explicit (target slot, source slot) pairs; overrides `align`.
+  std::vector<std::pair<int64_t, int64_t>> slot_map;
+  /// Of the aligned target slots, copy only these (indices into the target's slots).
+  Positions slots = Positions::all();
+  /// Re-rotate moved keys from their source positions to their target positions (needs `rope`).
+  bool rerotate = false;
+  std::optional<RopeConfig> rope;
+};
+
+/// The (target slot, source slot) pairs a splice copies.
+inline std::vector<std::pair<int64_t, int64_t>> splice_slot_pairs(int64_t n_target, int64_t n_source,
+                                                                  const SpliceOptions& opt) {
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  if (!opt.slot_map.empty()) {
+    for (auto [t, s] : opt.slot_map) {
+      MECHLENS_CHECK(t >= 0 && t < n_target && s >= 0 && s < n_source, ArgumentError,
+                     "KV splice: slot map entry (target {}, source {}) is outside the target's {} / source's {} slots",
+                     t, s, n_target, n_source);
+      pairs.emplace_back(t, s);
+    }
+  } else {
+    MECHLENS_CHECK(n_target == n_source || opt.align != Align::Exact, ArgumentError,
+                   "KV splice: the source cache holds {} slots and the target {}; prompts of different lengths need "
+                   "an alignment (left, right) or a slot map",
+                   n_source, n_target);
+    const int64_t m = std::min(n_target, n_source);
+    const int64_t t0 = opt.align == Align::Right ? n_target - m : 0;
+    const int64_t s0 = opt.align == Align::Right ? n_source - m : 0;
+    for (int64_t i = 0; i < m; ++i) pairs.emplace_back(t0 + i, s0 + i);
+  }
+  if (!opt.slots.is_all()) {
+    auto keep = opt.slots.resolve(n_target, "KV splice target slots");
+    std::vector<std::pair<int64_t, int64_t>> kept;
+    for (auto& pr : pairs)
+      if (std::find(keep.begin(), keep.end(), pr.first) != keep.end()) kept.push_back(pr);
+    for (int64_t k : keep)
+      MECHLENS_CHECK(std::any_of(pairs.begin(), pairs.end(), [&](auto& pr) { return pr.first == k; }), ArgumentError,
+                     "KV splice: target slot {} has no source slot under {} alignment (source {}, target {} slots)", k,
+                     align_name(opt.align), n_source, n_target);
+    pairs = std::move(kept);
+  }
+  return pairs;
+}
+
+/// Copies source keys/values into `target` in place (see the file comment). The source has
+/// batch 1 (broadcast over the target's rows) or the target's batch.
+inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOptions& opt = {}) {
+  at::NoGradGuard no_grad;
+  MECHLENS_CHECK(source.n_layers() == target.n_layers() && source.n_kv_heads() == target.n_kv_heads() &&
+                     source.d_head() == target.d_head(),
+                 ShapeError, "KV splice: source cache [layers {}, kv_heads {}, d_head {}] vs target [layers {}, kv_heads {}, d_head {}]",
+                 source.n_layers(), source.n_kv_heads(), source.d_head(), target.n_layers(), target.n_kv_heads(),
+                 target.d_head());
+  MECHLENS_CHECK(source.batch() == target.batch() || source.batch() == 1, ShapeError,
+                 "KV splice: source batch {} vs target batch {} (expected equal, or a source of 1)", source.batch(),
+                 target.batch());
+  MECHLENS_CHECK(!(opt.align == Align::Left && opt.slot_map.empty() && (source.has_padding() || target.has_padding())),
+                 ArgumentError, "KV splice: left alignment of left-padded caches would copy padding; use right alignment or a slot map");
+  const LayerRange layers = opt.layers.value_or(LayerRange{0, target.n_layers()});
+  layers.check(target.n_layers(), "KV splice layers");
+  auto pairs = splice_slot_pairs(target.length(), source.length(), opt);
+  if (pairs.empty()) return;
+  auto long_opts = at::TensorOptions().dtype(at::kLong).device(target.device());
+  std::vector<int64_t> t_idx, s_idx;
+  for (auto [t, s] : pairs) t_idx.push_back(t), s_idx.push_back(s);
+  at::Tensor ti = at::tensor(t_idx, long_opts.device(at::kCPU)).to(target.device());
+  at::Tensor si = at::tensor(s_idx, long_opts.device(at::kCPU)).to(source.device());
+  auto heads = opt.kv_heads.resolve(target.n_kv_heads(), "KV head", "KV splice");
+  const int64_t b = target.batch();
+
+  for (auto which : {0, 1}) {
+    const at::Tensor& src_store = which == 0 ? source.key_storage() : source.value_storage();
+    at::Tensor& dst_store = which == 0 ? target.key_storage() : target.value_storage();
+    // [layers, batch, kv, m, d]
+    at::Tensor moved = src_store.narrow(0, layers.begin, layers.size()).index_select(3, si).to(dst_store.options());
+    if (moved.size(1) != b) moved = moved.expand({-1, b, -1, -1, -1});
+    if (which == 0 && opt.rerotate) {
+      MECHLENS_CHECK(opt.rope.has_value(), ArgumentError, "KV splice: rerotate needs the model's rope configuration");
+      // Rotations compose: rotating a key rotated at s by (t - s) gives the key rotated at t.
+      at::Tensor s_pos = source.positions().index_select(1, si).to(target.device());
+      at::Tensor t_pos = target.positions().index_select(1, ti);
+      at::Tensor delta = (t_pos - s_pos).expand({b, -1});                   // [b, m]
+      at::Tensor inv_freq = rope_inverse_frequencies(*opt.rope, target.d_head(), target.device());
+      RotaryAngles angles = rotary_angles(inv_freq, delta, at::kFloat);     // [b, m, d]
+      // apply_rotary wants [b, m, heads, d]: move layers and heads aside.
+      at::Tensor k = moved.permute({0, 2, 1, 3, 4}).to(at::kFloat);         // [L, kv, b, m, d]
+      at::Tensor flat = k.reshape({-1, b, k.size(3), k.size(4)}).permute({1, 2, 0, 3});  // [b, m, L*kv, d]
+      at::Tensor rotated = apply_rotary(flat, angles).permute({2, 0, 1, 3}).reshape(k.sizes());
+      moved = rotated.permute({0, 2, 1, 3, 4}).to(dst_store.scalar_type());
+    }
+    at::Tensor dst = dst_store.narrow(0, layers.begin, layers.size());
+    if (opt.kv_heads.is_all()) {
+      dst.index_copy_(3, ti, moved.contiguous());
+    } else {
+      for (int64_t h : heads) dst.select(2, h).index_copy_(2, ti, moved.select(2, h).contiguous());
+    }
+  }
+}
+
+}  // namespace mechlens

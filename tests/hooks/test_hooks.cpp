@@ -1,0 +1,117 @@
+// Hook points, registries, handles, Hooked<M> and the activation cache on small hand-built cases.
+#include <torch/nn/modules/linear.h>
+
+#include <mechlens/hooks/activation_cache.hpp>
+#include <mechlens/hooks/hooked.hpp>
+#include <mechlens/hooks/intervention.hpp>
+
+using namespace mechlens;
+
+TEST_CASE("Globs match any run of characters and exact names must exist") {
+  REQUIRE(mechlens::detail::glob_match("blocks.*.attn.hook_v", "blocks.12.attn.hook_v"));
+  REQUIRE_FALSE(mechlens::detail::glob_match("blocks.*.attn.hook_v", "blocks.12.attn.hook_rot_k"));
+  REQUIRE(mechlens::detail::glob_match("*", "hook_embed"));
+  REQUIRE(mechlens::detail::glob_match("blocks.1?.hook_resid_post", "blocks.13.hook_resid_post"));
+  REQUIRE_FALSE(mechlens::detail::glob_match("blocks.1?.hook_resid_post", "blocks.1.hook_resid_post"));
+}
+
+TEST_CASE("A hook handle detaches its hooks when it goes out of scope") {
+  HookRegistry reg;
+  HookPoint& p = reg.add_point("site", 0, {kDimBatch, kDimPos});
+  {
+    auto h = reg.add_hook("site", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x * 2); });
+    REQUIRE(p.active());
+    REQUIRE(p(at::ones({1, 2})).sum().item<double>() == 4.0);
+  }
+  REQUIRE_FALSE(p.active());
+  REQUIRE(p(at::ones({1, 2})).sum().item<double>() == 2.0);
+}
+
+TEST_CASE("A hook returning the wrong shape is an error naming the hook and both shapes") {
+  HookRegistry reg;
+  HookPoint& p = reg.add_point("blocks.0.hook_resid_pre", 0);
+  auto h = reg.add_hook("blocks.0.hook_resid_pre",
+                        [](const at::Tensor&, const HookContext&) { return std::optional<at::Tensor>(at::ones({3})); });
+  REQUIRE_THROWS_WITH(p(at::ones({1, 2})), Catch::Contains("blocks.0.hook_resid_pre") && Catch::Contains("[3]") &&
+                                               Catch::Contains("[1, 2]"));
+}
+
+TEST_CASE("Interventions compose left to right at a shared hook point") {
+  HookRegistry reg;
+  HookPoint& p = reg.add_point("x");
+  Intervention add_one("x", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x + 1); });
+  Intervention times_three("x", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x * 3); });
+  {
+    auto scope = (add_one | times_three).apply(reg);
+    REQUIRE(p(at::full({1}, 2.0)).item<double>() == 9.0);  // (2 + 1) * 3
+  }
+  {
+    auto scope = (times_three | add_one).apply(reg);
+    REQUIRE(p(at::full({1}, 2.0)).item<double>() == 7.0);  // 2 * 3 + 1
+  }
+  REQUIRE(p(at::full({1}, 2.0)).item<double>() == 2.0);
+}
+
+TEST_CASE("Interventions act on prefill only unless asked to stay during decoding") {
+  HookRegistry reg;
+  HookPoint& p = reg.add_point("x");
+  Intervention zero("x", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x * 0); });
+  auto scope = zero.apply(reg);
+  reg.run_state().step = 0;
+  REQUIRE(p(at::ones({1})).item<double>() == 0.0);
+  reg.run_state().step = 3;
+  REQUIRE(p(at::ones({1})).item<double>() == 1.0);
+  scope.reset();
+  std::vector<int64_t> steps;
+  Intervention seen("x", [&](const at::Tensor&, const HookContext& ctx) {
+    steps.push_back(ctx.run.step);
+    return std::optional<at::Tensor>();
+  });
+  auto scope2 = seen.during_decoding().apply(reg);
+  for (int64_t s : {0, 1, 2}) {
+    reg.run_state().step = s;
+    p(at::ones({1}));
+  }
+  REQUIRE(steps == std::vector<int64_t>{0, 1, 2});
+}
+
+TEST_CASE("Hooked wraps a user's torch::nn::Linear so its input and output are hook points") {
+  HookRegistry reg;
+  Hooked<torch::nn::Linear> lin(reg, "proj", torch::nn::Linear(3, 2));
+  REQUIRE(reg.names() == std::vector<std::string>{"proj.hook_in", "proj.hook_out"});
+  CacheOptions opts;
+  opts.names = {"proj.*"};
+  auto cache = ActivationCache::attach(reg, opts);
+  at::Tensor x = at::randn({4, 3});
+  at::Tensor y = lin(x);
+  REQUIRE(cache.get("proj.hook_in").equal(x));
+  REQUIRE(cache.get("proj.hook_out").equal(y));
+  // Zeroing the input through a hook gives the bias alone.
+  auto scope = reg.add_hook("proj.hook_in", [](const at::Tensor& v, const HookContext&) {
+    return std::optional<at::Tensor>(at::zeros_like(v));
+  });
+  REQUIRE(at::allclose(lin(x), lin.module()->bias.expand({4, 2})));
+}
+
+TEST_CASE("The activation cache slices positions, converts dtype and enforces its memory limit") {
+  HookRegistry reg;
+  HookPoint& a = reg.add_point("blocks.0.hook_resid_pre", 0, {kDimBatch, kDimPos, 8});
+  reg.add_point("blocks.0.attn.hook_pattern", 0, {kDimBatch, 4, kDimPos, kDimKeyPos});
+  CacheOptions opts;
+  opts.names = {"blocks.0.hook_resid_pre"};
+  opts.positions = Positions::last(2);
+  opts.dtype = at::kDouble;
+  auto cache = ActivationCache::attach(reg, opts);
+  at::Tensor x = at::arange(2 * 5 * 8, at::kFloat).view({2, 5, 8});
+  a(x);
+  REQUIRE(cache.get("blocks.0.hook_resid_pre").sizes() == at::IntArrayRef({2, 2, 8}));
+  REQUIRE(cache.get("blocks.0.hook_resid_pre").scalar_type() == at::kDouble);
+  REQUIRE(cache.get("blocks.0.hook_resid_pre").equal(x.narrow(1, 3, 2).to(at::kDouble)));
+  REQUIRE_THROWS_WITH(cache.get("blocks.0.hook_resid_pr"), Catch::Contains("blocks.0.hook_resid_pre"));
+
+  CacheOptions all;
+  // [2, 5, 8] + [2, 4, 5, 5] floats = 80 + 200 = 280 floats = 1120 bytes.
+  REQUIRE(ActivationCache::estimate_bytes(reg, all, 2, 5, 5, at::kFloat) == 1120);
+  all.max_bytes = 1000;
+  REQUIRE_THROWS_WITH(ActivationCache::check_budget(reg, all, 2, 5, 5, at::kFloat), Catch::Contains("max_bytes"));
+}
