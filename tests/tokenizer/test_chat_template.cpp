@@ -145,3 +145,25 @@ TEST_CASE("The Llama-3 template trims content the way Jinja's trim (Python str.s
   CHECK(tok.apply_chat_template({{"user", "\xe2\x80\x8bx"}}, false) ==
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n\xe2\x80\x8bx<|eot_id|>");
 }
+
+TEST_CASE("With match_transformers_v5 the chat prompts tokenize to transformers 5's ids", "[chat]") {
+  mechlens::TokenizerOptions v5;
+  v5.match_transformers_v5 = true;
+  std::map<std::string, Tokenizer> toks;
+  for (const std::string name : {"llama3", "llama2"}) toks.emplace(name, Tokenizer::from_file(vocabulary_dir(name), v5));
+  int differing = 0;
+  for (const auto& s : reference("chat_reference.json").at("setups")) {
+    Tokenizer tok = toks.at(s.at("model").get<std::string>());
+    tok.set_chat_template(s.at("template").get<std::string>());
+    for (const auto& c : s.at("cases")) {
+      if (c.contains("error")) continue;
+      INFO(s.at("name").get<std::string>() << " / " << c.at("conversation").get<std::string>());
+      const auto msgs = messages_of(c.at("messages"));
+      const bool gen = c.at("add_generation_prompt").get<bool>();
+      const auto& expected = c.contains("transformers_ids") ? c.at("transformers_ids") : c.at("ids");
+      differing += c.contains("transformers_ids") ? 1 : 0;
+      CHECK(tok.encode_chat(msgs, gen) == expected.get<std::vector<int64_t>>());
+    }
+  }
+  CHECK(differing > 0);
+}

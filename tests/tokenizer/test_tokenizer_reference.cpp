@@ -127,3 +127,34 @@ TEST_CASE("transformers 5 agrees with tokenizer.json on Llama-3 and differs only
   CHECK(differs == ref.at("strings_where_transformers_differs").get<int>());
   CHECK(differs == 20);
 }
+
+TEST_CASE("With match_transformers_v5 every corpus string gives transformers 5's ids and decodes", "[tokenizer]") {
+  mechlens::TokenizerOptions v5;
+  v5.match_transformers_v5 = true;
+  for (const std::string name : {"llama3", "llama2"}) {
+    const Tokenizer tok = Tokenizer::from_file(vocabulary_dir(name), v5);
+    const auto& ref = reference(name + "_reference.json");
+    int taken_from_transformers = 0;
+    for (const auto& r : ref.at("strings")) {
+      const auto text = r.at("text").get<std::string>();
+      INFO(name << ": " << mechlens::tokenizer::detail::excerpt(text, 80));
+      // The reference stores transformers' value only where it differs from tokenizers'.
+      const auto expect = [&](const char* key) {
+        if (r.contains("transformers") && r.at("transformers").contains(key)) {
+          ++taken_from_transformers;
+          return r.at("transformers").at(key);
+        }
+        return r.at(key);
+      };
+      CHECK(tok.encode(text, false) == ids_of(expect("ids")));
+      CHECK(tok.encode(text, true) == ids_of(expect("ids_special")));
+      const auto ids_special = ids_of(r.at("ids_special"));
+      CHECK(tok.decode(ids_special, false) == expect("decode").get<std::string>());
+      CHECK(tok.decode(ids_special, true) == expect("decode_skip").get<std::string>());
+    }
+    CHECK(taken_from_transformers == (name == "llama2" ? 40 : 0));
+    for (const auto& c : ref.at("decode_cases")) {
+      CHECK(tok.decode(ids_of(c.at("ids")), false) == c.at("decode").get<std::string>());
+    }
+  }
+}

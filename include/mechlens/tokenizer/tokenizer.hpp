@@ -37,13 +37,25 @@
 
 namespace mechlens {
 
+/// How to read a checkpoint's tokenizer files.
+struct TokenizerOptions {
+  /// By default mechlens follows tokenizer.json, as HF `tokenizers` and transformers 4 do.
+  /// transformers 5 instead rebuilds tokenizers whose tokenizer_config.json names
+  /// "LlamaTokenizer" / "LlamaTokenizerFast" (Llama-2, Mistral, and their fine-tunes): no
+  /// normalizer, a Metaspace pre-tokenizer (prepend "always" when the config says legacy: true,
+  /// else "first"; "never" when add_prefix_space is false) and a matching decoder. That changes
+  /// the ids of text that starts with a space or follows an added token such as "<s>" (20 of the
+  /// 274 corpus strings on the Llama-2-style vocabulary). Set this to get transformers 5's ids.
+  bool match_transformers_v5 = false;
+};
+
 class Tokenizer {
  public:
   /// Loads a tokenizer from a checkpoint directory (tokenizer.json, and tokenizer_config.json,
   /// special_tokens_map.json, chat_template.jinja when present) or from a tokenizer.json path
   /// (the other files are then looked for beside it). Throws IoError when the files cannot be
   /// read, FormatError for malformed JSON or components, ConfigError for unsupported components.
-  static Tokenizer from_file(const std::string& path) {
+  static Tokenizer from_file(const std::string& path, const TokenizerOptions& options = {}) {
     namespace fs = std::filesystem;
     std::error_code ec;
     fs::path dir, file;
@@ -74,7 +86,7 @@ class Tokenizer {
       MECHLENS_CHECK(in.good(), IoError, "cannot open '{}'", jinja_path.string());
       config["chat_template"] = std::string(std::istreambuf_iterator<char>(in), {});
     }
-    Tokenizer t = from_json(io::read_json_file(file.string()), config, file.string());
+    Tokenizer t = from_json(io::read_json_file(file.string()), config, file.string(), options);
     t.config_path_ = fs::exists(config_path, ec) ? config_path.string() : std::string();
     return t;
   }
@@ -82,7 +94,7 @@ class Tokenizer {
   /// Builds a tokenizer from parsed tokenizer.json and tokenizer_config.json contents (the latter
   /// may be an empty object). `where` names the source in error messages.
   static Tokenizer from_json(const nlohmann::json& tokenizer_json, const nlohmann::json& config,
-                             const std::string& where = "tokenizer.json") {
+                             const std::string& where = "tokenizer.json", const TokenizerOptions& options = {}) {
     MECHLENS_CHECK(tokenizer_json.is_object(), FormatError, "{}: expected a JSON object, got {}", where,
                    tokenizer_json.type_name());
     MECHLENS_CHECK(config.is_object(), FormatError, "tokenizer_config.json for {}: expected a JSON object, got {}",
@@ -98,6 +110,7 @@ class Tokenizer {
     t.model_ = std::make_shared<tokenizer::BpeModel>(tokenizer::BpeModel::from_json(tokenizer_json.at("model"), where));
     t.post_processor_ = tokenizer::make_post_processor(field("post_processor"), where);
     t.decoder_ = tokenizer::make_decoder(field("decoder"), where);
+    if (options.match_transformers_v5) t.rebuild_like_transformers_v5(config, where);
     t.added_ = tokenizer::AddedVocabulary(field("added_tokens"), t.normalizer_.get(), where);
 
     // Size with added tokens = the distinct ids of both vocabularies (HF's len(tokenizer)).
@@ -267,6 +280,27 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+
+  // transformers 5's LlamaTokenizer.__init__ (models/llama/tokenization_llama.py) keeps the
+  // file's vocabulary, merges and post-processor but replaces the rest.
+  void rebuild_like_transformers_v5(const nlohmann::json& config, const std::string& where) {
+    const auto cls = config.value("tokenizer_class", std::string());
+    if (cls != "LlamaTokenizer" && cls != "LlamaTokenizerFast") return;
+    const std::string cfg = "tokenizer_config.json for " + where;
+    const bool add_prefix_space = io::json_optional<bool>(config, "add_prefix_space", true, cfg);
+    const bool legacy = io::json_optional<bool>(config, "legacy", false, cfg);
+    using Prepend = tokenizer::MetaspacePreTokenizer::Prepend;
+    const Prepend prepend = !add_prefix_space ? Prepend::kNever : legacy ? Prepend::kAlways : Prepend::kFirst;
+    const std::string space = "\xE2\x96\x81";  // U+2581
+    normalizer_ = nullptr;
+    pre_tokenizer_ = std::make_shared<tokenizer::MetaspacePreTokenizer>(space, prepend, /*split=*/false);
+    nlohmann::json decoders = nlohmann::json::array(
+        {{{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
+         {{"type", "ByteFallback"}},
+         {{"type", "Fuse"}}});
+    if (add_prefix_space) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+    decoder_ = tokenizer::make_decoder({{"type", "Sequence"}, {"decoders", decoders}}, where);
+  }
 
   void tokenize_piece(std::string piece, bool at_start, std::vector<int64_t>& ids) const {
     if (piece.empty()) return;
