@@ -1,0 +1,123 @@
+#pragma once
+// mechlens generate: decoding from the prompt state (DESIGN.md), optionally after a KV splice
+// from a source prompt or on top of a source prompt's cache as prefix memory.
+
+#include <ATen/ATen.h>
+
+#include <mechlens/generation/generate.hpp>
+#include <mechlens/generation/prompt_state.hpp>
+#include <mechlens/interventions/kv_splice.hpp>
+
+#include "cli_support.hpp"
+
+namespace mechlens::cli {
+
+struct GenerateCommand {
+  ModelArgs model;
+  PromptArgs prompt;
+  PromptArgs kv_source{"kv-source"};
+  PromptArgs kv_prefix{"kv-prefix"};
+  int64_t max_new_tokens = 0;
+  double temperature = 0.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  std::string kv_layers, kv_align;
+  std::string stop_ids;
+  bool ignore_eos = false;
+  CLI::Option *layers_opt = nullptr, *align_opt = nullptr;
+
+  void add(CLI::App& app) {
+    model.add(app);
+    prompt.add(app, "the prompt (the target of a KV splice)");
+    app.add_option("--max-new-tokens", max_new_tokens, "how many tokens to generate at most")
+        ->required()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--temperature", temperature,
+                   "sampling temperature; 0 is greedy, taking the most likely token (default: 0)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--top-k", top_k, "with --temperature: sample among the k most likely tokens (default: 0, all)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--top-p", top_p,
+                   "with --temperature: sample from the smallest set of tokens whose probability reaches p "
+                   "(default: 1, all)")
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--seed", seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)");
+    app.add_option("--stop-ids", stop_ids, "more token ids that end generation: 1,2 (default: none)");
+    app.add_flag("--ignore-eos", ignore_eos,
+                 "do not stop at the model's eos tokens (config.json and generation_config.json), generate exactly "
+                 "--max-new-tokens (default: stop at eos)");
+    kv_source.add(app, "the KV splice source (prefilled like the prompt; its cache entries replace the prompt's)",
+                  /*with_chat=*/false);
+    layers_opt = app.add_option("--kv-layers", kv_layers,
+                                "with --kv-source-*: the layers LO:HI (half-open, 0-based) whose cache entries are "
+                                "copied from the source (default: all layers)");
+    align_opt = app.add_option("--kv-align", kv_align,
+                               "with --kv-source-*: which slots overlap when the prompts' lengths differ: left (the "
+                               "first m) or right (the last m); required then (default: none, lengths must match)")
+                    ->check(CLI::IsMember({"left", "right"}));
+    kv_prefix.add(app, "the KV prefix memory (run whole; the prompt continues after its cache, positions too)",
+                  /*with_chat=*/false);
+    for (auto* s : {kv_source.ids_opt, kv_source.prompt_opt})
+      for (auto* p : {kv_prefix.ids_opt, kv_prefix.prompt_opt}) s->excludes(p);
+  }
+
+  int run() {
+    const ModelConfig cfg = model.config();
+    const auto target = prompt.resolve(model, cfg);
+    const bool splice = kv_source.given(), prefix = kv_prefix.given();
+    if (!splice && layers_opt->count() > 0) throw ArgError("--kv-layers", "needs --kv-source-ids or --kv-source-prompt");
+    if (!splice && align_opt->count() > 0) throw ArgError("--kv-align", "needs --kv-source-ids or --kv-source-prompt");
+    std::vector<int64_t> source, memory;
+    SpliceOptions splice_opt;
+    if (splice) {
+      source = kv_source.resolve(model, cfg);
+      if (layers_opt->count() > 0) splice_opt.layers = blame("--kv-layers", [&] { return LayerRange::parse(kv_layers, cfg.n_layers()); });
+      if (align_opt->count() > 0) splice_opt.align = parse_align(kv_align);
+      if (source.size() != target.size() && splice_opt.align == Align::Exact)
+        throw ArgError("--kv-align", fmt::format("is required: the prompt has {} tokens and the KV source {} (their "
+                                                 "caches hold {} and {} slots); choose left or right",
+                                                 target.size(), source.size(), target.size() - 1, source.size() - 1));
+    }
+    if (prefix) memory = kv_prefix.resolve(model, cfg);
+
+    SamplingOptions sampling;
+    sampling.temperature = temperature;
+    sampling.top_k = top_k;
+    sampling.top_p = top_p;
+    sampling.seed = seed;
+    GenerationOptions gen;
+    gen.max_new_tokens = max_new_tokens;
+    gen.sampling = sampling;
+    gen.use_model_eos = !ignore_eos;
+    if (!stop_ids.empty()) gen.stop_tokens = parse_ids("--stop-ids", stop_ids);
+
+    Model m = model.load();
+    // The tokenizer is read before the model runs, so a broken one fails fast.
+    std::optional<Tokenizer> tok;
+    if (auto path = model.tokenizer_path()) tok = blame("--tokenizer", [&] { return Tokenizer::from_file(*path); });
+
+    PromptState state;
+    if (prefix) {
+      KVCache cache = blame("--kv-prefix-ids", [&] { return encode_prompt(*m, memory); });
+      state = blame("--ids", [&] { return prefill(*m, target, max_new_tokens, &cache); });
+    } else {
+      state = blame("--ids", [&] { return prefill(*m, target, max_new_tokens); });
+    }
+    if (splice) {
+      PromptState src = blame("--kv-source-ids", [&] { return prefill(*m, source, 0); });
+      blame("--kv-source-ids", [&] { splice_kv(state.cache, src.cache, splice_opt); });
+    }
+    GenerationResult result = blame("--max-new-tokens", [&] { return decode(*m, state, gen); });
+
+    nlohmann::ordered_json out;
+    out["new_ids"] = result.tokens[0];
+    if (tok) out["text"] = blame("--tokenizer", [&] { return tok->decode(result.tokens[0], /*skip_special_tokens=*/true); });
+    out["stopped"] = static_cast<bool>(result.stopped[0]);
+    out["prompt_ids"] = target;
+    print_json(out);
+    return 0;
+  }
+};
+
+}  // namespace mechlens::cli
