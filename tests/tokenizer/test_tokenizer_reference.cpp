@@ -158,3 +158,26 @@ TEST_CASE("With match_transformers_v5 every corpus string gives transformers 5's
     }
   }
 }
+
+TEST_CASE("Offsets are HF's for every corpus string, on both vocabularies", "[tokenizer]") {
+  for (const std::string name : {"llama3", "llama2"}) {
+    const Tokenizer& tok = tokenizer(name);
+    std::size_t matched = 0;
+    const auto& strings = reference(name + "_reference.json").at("strings");
+    for (const auto& r : strings) {
+      const auto text = r.at("text").get<std::string>();
+      INFO(name << ": " << mechlens::tokenizer::detail::excerpt(text, 80));
+      const auto e = tok.encode_with_offsets(text, false);
+      CHECK(e.ids == ids_of(r.at("ids")));
+      // The reference holds HF's offsets as byte ranges (converted from Python's character offsets).
+      std::vector<std::pair<std::size_t, std::size_t>> expected;
+      for (const auto& o : r.at("offsets")) expected.emplace_back(o[0].get<std::size_t>(), o[1].get<std::size_t>());
+      CHECK(e.offsets == expected);
+      matched += e.offsets == expected ? 1 : 0;
+      const auto with_bos = tok.encode_with_offsets(text, true);
+      CHECK(with_bos.ids == ids_of(r.at("ids_special")));
+      CHECK(with_bos.offsets.size() == with_bos.ids.size());
+    }
+    WARN(name << ": offsets of " << matched << " of " << strings.size() << " corpus strings match HF");
+  }
+}

@@ -116,17 +116,20 @@ class BpeModel {
     return m;
   }
 
-  /// Appends the ids of one pre-tokenized word.
-  void tokenize(std::string_view word, std::vector<int64_t>& out) const {
+  /// Appends the ids of one pre-tokenized word; with `lengths`, also how many bytes of the word
+  /// each token covers.
+  void tokenize(std::string_view word, std::vector<int64_t>& out, std::vector<std::size_t>* lengths = nullptr) const {
     if (word.empty()) return;
     if (ignore_merges_) {
       const int32_t id = vocab_.find(word);
       if (id >= 0) {
         out.push_back(id);
+        if (lengths) lengths->push_back(word.size());
         return;
       }
     }
-    if (word.size() <= kCacheMaxWordBytes) {
+    const bool cacheable = lengths == nullptr && word.size() <= kCacheMaxWordBytes;
+    if (cacheable) {
       std::lock_guard<std::mutex> lock(cache_->mutex);
       auto it = cache_->map.find(std::string(word));
       if (it != cache_->map.end()) {
@@ -138,9 +141,11 @@ class BpeModel {
     merge_all(symbols);
     const std::size_t first = out.size();
     for (const auto& s : symbols) {
-      if (s.len != 0) out.push_back(s.id);
+      if (s.len == 0) continue;
+      out.push_back(s.id);
+      if (lengths) lengths->push_back(s.len);
     }
-    if (word.size() <= kCacheMaxWordBytes) {
+    if (cacheable) {
       std::lock_guard<std::mutex> lock(cache_->mutex);
       // NOTE: like HF's cache, full means "stop adding", not "evict": prose stays warm.
       if (cache_->map.size() < kCacheCapacity) {

@@ -5,8 +5,11 @@
 /// Replace (string or regex pattern), Strip. Unicode normal forms and case folding are refused
 /// with a ConfigError that names them rather than silently skipped.
 
+#include <algorithm>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -18,11 +21,77 @@
 
 namespace mechlens::tokenizer {
 
+namespace detail {
+
+/// [begin, end) byte range in the original text.
+using Offsets = std::pair<std::size_t, std::size_t>;
+
+/// The smallest range covering align[b, e).
+inline Offsets span_of(const std::vector<Offsets>& align, std::size_t b, std::size_t e) {
+  Offsets r = align[b];
+  for (std::size_t i = b + 1; i < e; ++i) {
+    r.first = std::min(r.first, align[i].first);
+    r.second = std::max(r.second, align[i].second);
+  }
+  return r;
+}
+
+/// Replaces the byte ranges `matches` of text by `content`. When `align` (one original range per
+/// byte of text) is given it is rewritten too: the new bytes take the range of what they replace.
+inline void replace_ranges(std::string& text, std::vector<Offsets>* align,
+                           const std::vector<std::pair<std::size_t, std::size_t>>& matches, std::string_view content) {
+  if (matches.empty()) return;
+  std::string out;
+  std::vector<Offsets> out_align;
+  out.reserve(text.size() + matches.size() * content.size());
+  std::size_t prev = 0;
+  for (auto [b, e] : matches) {
+    out.append(text, prev, b - prev);
+    if (align) {
+      out_align.insert(out_align.end(), align->begin() + prev, align->begin() + b);
+      const Offsets r = b < e ? span_of(*align, b, e)
+                              : b < align->size() ? Offsets{(*align)[b].first, (*align)[b].first}
+                                                  : Offsets{align->back().second, align->back().second};
+      out_align.insert(out_align.end(), content.size(), r);
+    }
+    out.append(content);
+    prev = e;
+  }
+  out.append(text, prev, std::string::npos);
+  text = std::move(out);
+  if (align) {
+    out_align.insert(out_align.end(), align->begin() + prev, align->end());
+    *align = std::move(out_align);
+  }
+}
+
+/// Inserts s before the first byte; the new bytes share the first character's range (as HF's
+/// NormalizedString::prepend aligns them).
+inline void prepend_aligned(std::string& text, std::vector<Offsets>* align, std::string_view s) {
+  if (text.empty()) return;
+  text.insert(0, s);
+  if (align) align->insert(align->begin(), s.size(), align->front());
+}
+
+/// Every occurrence of a literal, left to right.
+inline std::vector<std::pair<std::size_t, std::size_t>> find_literal(std::string_view text, std::string_view what) {
+  std::vector<std::pair<std::size_t, std::size_t>> out;
+  if (what.empty()) return out;
+  for (std::size_t pos = text.find(what); pos != std::string_view::npos; pos = text.find(what, pos + what.size())) {
+    out.emplace_back(pos, pos + what.size());
+  }
+  return out;
+}
+
+}  // namespace detail
+
 /// Rewrites one piece of text (valid UTF-8 in, valid UTF-8 out).
 class Normalizer {
  public:
   virtual ~Normalizer() = default;
-  virtual void normalize(std::string& text) const = 0;
+  /// `align`, when given, holds the original byte range of every byte of text and is kept in step.
+  virtual void normalize(std::string& text, std::vector<detail::Offsets>* align) const = 0;
+  void normalize(std::string& text) const { normalize(text, nullptr); }
 };
 
 namespace detail {
@@ -63,17 +132,14 @@ class Pattern {
     return out;
   }
 
+  /// Every match replaced by `content` (alignment kept when given).
+  void replace(std::string& s, std::vector<Offsets>* align, std::string_view content) const {
+    replace_ranges(s, align, regex_ ? regex_->find_all(s) : find_literal(s, literal_), content);
+  }
   /// Every match replaced by `content`.
   std::string replace(std::string_view s, std::string_view content) const {
-    if (!regex_) return replace_all(s, literal_, content);
-    std::string out;
-    std::size_t prev = 0;
-    for (auto [b, e] : regex_->find_all(s)) {
-      out.append(s.substr(prev, b - prev));
-      out.append(content);
-      prev = e;
-    }
-    out.append(s.substr(prev));
+    std::string out(s);
+    replace(out, nullptr, content);
     return out;
   }
 
@@ -87,8 +153,8 @@ class Pattern {
 class SequenceNormalizer : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
-  void normalize(std::string& text) const override {
-    for (const auto& p : parts_) p->normalize(text);
+  void normalize(std::string& text, std::vector<detail::Offsets>* align) const override {
+    for (const auto& p : parts_) p->normalize(text, align);
   }
 
  private:
@@ -99,8 +165,8 @@ class SequenceNormalizer : public Normalizer {
 class PrependNormalizer : public Normalizer {
  public:
   explicit PrependNormalizer(std::string prepend) : prepend_(std::move(prepend)) {}
-  void normalize(std::string& text) const override {
-    if (!text.empty()) text.insert(0, prepend_);
+  void normalize(std::string& text, std::vector<detail::Offsets>* align) const override {
+    detail::prepend_aligned(text, align, prepend_);
   }
 
  private:
@@ -111,7 +177,9 @@ class ReplaceNormalizer : public Normalizer {
  public:
   ReplaceNormalizer(const nlohmann::json& pattern, std::string content, const std::string& where)
       : pattern_(pattern, where), content_(std::move(content)) {}
-  void normalize(std::string& text) const override { text = pattern_.replace(text, content_); }
+  void normalize(std::string& text, std::vector<detail::Offsets>* align) const override {
+    pattern_.replace(text, align, content_);
+  }
 
  private:
   detail::Pattern pattern_;
@@ -122,7 +190,7 @@ class ReplaceNormalizer : public Normalizer {
 class StripNormalizer : public Normalizer {
  public:
   StripNormalizer(bool left, bool right) : left_(left), right_(right) {}
-  void normalize(std::string& text) const override {
+  void normalize(std::string& text, std::vector<detail::Offsets>* align) const override {
     std::size_t begin = 0, end = text.size();
     if (left_) {
       while (begin < end && detail::is_unicode_white_space(detail::utf8_decode(text, begin))) {
@@ -138,6 +206,7 @@ class StripNormalizer : public Normalizer {
       }
     }
     text = text.substr(begin, end - begin);
+    if (align) *align = std::vector<detail::Offsets>(align->begin() + begin, align->begin() + end);
   }
 
  private:

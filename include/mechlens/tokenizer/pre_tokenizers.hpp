@@ -22,10 +22,12 @@
 namespace mechlens::tokenizer {
 
 /// One piece of text on its way to the model. `at_start` is true when the piece begins at the
-/// first byte of the input (Metaspace's prepend_scheme "first" needs it).
+/// first byte of the input (Metaspace's prepend_scheme "first" needs it). `align` is empty unless
+/// offsets are wanted; then it holds the original byte range of every byte of text.
 struct PreToken {
   std::string text;
   bool at_start = false;
+  std::vector<detail::Offsets> align;
 };
 
 class PreTokenizer {
@@ -123,7 +125,9 @@ void split_each(std::vector<PreToken>& pieces, Cut&& cut) {
   out.reserve(pieces.size() * 2);
   for (auto& p : pieces) {
     for (const auto& [b, e] : cut(p.text)) {
-      out.push_back({p.text.substr(b, e - b), p.at_start && b == 0});
+      PreToken sub{p.text.substr(b, e - b), p.at_start && b == 0, {}};
+      if (!p.align.empty()) sub.align.assign(p.align.begin() + b, p.align.begin() + e);
+      out.push_back(std::move(sub));
     }
   }
   pieces = std::move(out);
@@ -185,7 +189,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   void pre_tokenize(std::vector<PreToken>& pieces) const override {
     if (add_prefix_space_) {
       for (auto& p : pieces) {
-        if (p.text.empty() || p.text[0] != ' ') p.text.insert(0, " ");
+        if (!p.text.empty() && p.text[0] != ' ') detail::prepend_aligned(p.text, p.align.empty() ? nullptr : &p.align, " ");
       }
     }
     if (regex_) {
@@ -193,7 +197,18 @@ class ByteLevelPreTokenizer : public PreTokenizer {
         return detail::split_ranges(s.size(), regex_->find_all(s), SplitBehavior::kIsolated, false);
       });
     }
-    for (auto& p : pieces) p.text = detail::bytes_to_byte_level(p.text);
+    for (auto& p : pieces) {
+      if (!p.align.empty()) {
+        std::vector<detail::Offsets> align;
+        align.reserve(p.text.size() * 2);
+        const auto& table = detail::byte_level_tables().byte_to_utf8;
+        for (std::size_t i = 0; i < p.text.size(); ++i) {
+          align.insert(align.end(), table[static_cast<unsigned char>(p.text[i])].size(), p.align[i]);
+        }
+        p.align = std::move(align);
+      }
+      p.text = detail::bytes_to_byte_level(p.text);
+    }
   }
 
  private:
@@ -211,13 +226,15 @@ class MetaspacePreTokenizer : public PreTokenizer {
   void pre_tokenize(std::vector<PreToken>& pieces) const override {
     std::vector<PreToken> out;
     for (auto& p : pieces) {
-      std::string s = detail::replace_all(p.text, " ", replacement_);
+      std::string s = std::move(p.text);
+      std::vector<detail::Offsets>* align = p.align.empty() ? nullptr : &p.align;
+      detail::replace_ranges(s, align, detail::find_literal(s, " "), replacement_);
       const bool starts = s.compare(0, replacement_.size(), replacement_) == 0;
       if (!starts && (prepend_ == Prepend::kAlways || (prepend_ == Prepend::kFirst && p.at_start))) {
-        s.insert(0, replacement_);
+        detail::prepend_aligned(s, align, replacement_);
       }
       if (!split_) {
-        if (!s.empty()) out.push_back({std::move(s), p.at_start});
+        if (!s.empty()) out.push_back({std::move(s), p.at_start, std::move(p.align)});
         continue;
       }
       std::vector<detail::Range> matches;
@@ -226,7 +243,9 @@ class MetaspacePreTokenizer : public PreTokenizer {
         matches.emplace_back(pos, pos + replacement_.size());
       }
       for (const auto& [b, e] : detail::split_ranges(s.size(), matches, SplitBehavior::kMergedWithNext, false)) {
-        out.push_back({s.substr(b, e - b), p.at_start && b == 0});
+        PreToken sub{s.substr(b, e - b), p.at_start && b == 0, {}};
+        if (align) sub.align.assign(align->begin() + b, align->begin() + e);
+        out.push_back(std::move(sub));
       }
     }
     pieces = std::move(out);

@@ -13,6 +13,7 @@
 ///
 /// Pure C++: no LibTorch. Encoding and decoding are const and safe to call from several threads.
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -133,34 +134,20 @@ class Tokenizer {
   /// that spells an added token ("<|eot_id|>", "<s>") becomes that token's id, as in HF.
   /// `add_special_tokens` applies the post-processor (for Llama-2/Mistral files: a leading BOS).
   std::vector<int64_t> encode(std::string_view text, bool add_special_tokens = true) const {
-    if (auto bad = tokenizer::detail::first_invalid_utf8(text)) {
-      mechlens::detail::raise<ArgumentError>("tokenizer: text is not valid UTF-8 at byte {} of {} (bytes there: {})",
-                                             *bad, text.size(), tokenizer::detail::excerpt(text.substr(*bad), 8));
-    }
+    return encode_impl(text, add_special_tokens, nullptr);
+  }
+
+  /// Ids with the byte range of `text` each one comes from (HF's offsets, in bytes). A token
+  /// that covers part of a multi-byte character gets the whole character's range; tokens added
+  /// by the post-processor (BOS) get {0, 0}.
+  struct Encoding {
     std::vector<int64_t> ids;
-    ids.reserve(text.size() / 3 + 4);
-    for (const auto& seg : added_.split(text, /*normalized=*/false)) {
-      if (seg.id >= 0) {
-        ids.push_back(seg.id);
-        continue;
-      }
-      std::string piece(seg.text);
-      if (normalizer_) normalizer_->normalize(piece);
-      const bool at_start = seg.offset == 0;
-      if (added_.has_normalized_tokens()) {
-        for (const auto& sub : added_.split(piece, /*normalized=*/true)) {
-          if (sub.id >= 0) {
-            ids.push_back(sub.id);
-          } else {
-            tokenize_piece(std::string(sub.text), at_start && sub.offset == 0, ids);
-          }
-        }
-      } else {
-        tokenize_piece(std::move(piece), at_start, ids);
-      }
-    }
-    if (add_special_tokens && post_processor_) ids = post_processor_->process(std::move(ids));
-    return ids;
+    std::vector<std::pair<std::size_t, std::size_t>> offsets;
+  };
+  Encoding encode_with_offsets(std::string_view text, bool add_special_tokens = true) const {
+    Encoding e;
+    e.ids = encode_impl(text, add_special_tokens, &e.offsets);
+    return e;
   }
 
   /// Text of `ids` as HF's decode gives it (the decoder of tokenizer.json; invalid UTF-8 from
@@ -302,16 +289,92 @@ class Tokenizer {
     decoder_ = tokenizer::make_decoder({{"type", "Sequence"}, {"decoders", decoders}}, where);
   }
 
-  void tokenize_piece(std::string piece, bool at_start, std::vector<int64_t>& ids) const {
-    if (piece.empty()) return;
-    if (!pre_tokenizer_) {
-      model_->tokenize(piece, ids);
-      return;
+  using Offsets = tokenizer::detail::Offsets;
+
+  std::vector<int64_t> encode_impl(std::string_view text, bool add_special_tokens, std::vector<Offsets>* offsets) const {
+    if (auto bad = tokenizer::detail::first_invalid_utf8(text)) {
+      mechlens::detail::raise<ArgumentError>("tokenizer: text is not valid UTF-8 at byte {} of {} (bytes there: {})",
+                                             *bad, text.size(), tokenizer::detail::excerpt(text.substr(*bad), 8));
     }
+    std::vector<int64_t> ids;
+    ids.reserve(text.size() / 3 + 4);
+    for (const auto& seg : added_.split(text, /*normalized=*/false)) {
+      if (seg.id >= 0) {
+        ids.push_back(seg.id);
+        if (offsets) offsets->emplace_back(seg.offset, seg.offset + seg.text.size());
+        continue;
+      }
+      std::string piece(seg.text);
+      std::vector<Offsets> align;
+      if (offsets) align = char_ranges(seg.text, seg.offset);
+      if (normalizer_) normalizer_->normalize(piece, offsets ? &align : nullptr);
+      const bool at_start = seg.offset == 0;
+      if (added_.has_normalized_tokens()) {
+        for (const auto& sub : added_.split(piece, /*normalized=*/true)) {
+          std::vector<Offsets> sub_align;
+          if (offsets) sub_align.assign(align.begin() + sub.offset, align.begin() + sub.offset + sub.text.size());
+          if (sub.id >= 0) {
+            ids.push_back(sub.id);
+            if (offsets) offsets->push_back(tokenizer::detail::span_of(sub_align, 0, sub_align.size()));
+          } else {
+            tokenize_piece(std::string(sub.text), at_start && sub.offset == 0, std::move(sub_align), ids, offsets);
+          }
+        }
+      } else {
+        tokenize_piece(std::move(piece), at_start, std::move(align), ids, offsets);
+      }
+    }
+    if (add_special_tokens && post_processor_) {
+      const std::size_t before = ids.size();
+      std::vector<int64_t> processed = post_processor_->process(ids);
+      if (offsets) {
+        // Locate the sequence inside the processed ids to give special tokens {0, 0}.
+        std::vector<Offsets> out(processed.size(), Offsets{0, 0});
+        for (std::size_t start = 0; start + before <= processed.size(); ++start) {
+          if (std::equal(ids.begin(), ids.end(), processed.begin() + start)) {
+            std::copy(offsets->begin(), offsets->end(), out.begin() + start);
+            break;
+          }
+        }
+        *offsets = std::move(out);
+      }
+      ids = std::move(processed);
+    }
+    return ids;
+  }
+
+  /// For each byte of s, the byte range (shifted by base) of the character it belongs to.
+  static std::vector<Offsets> char_ranges(std::string_view s, std::size_t base) {
+    std::vector<Offsets> r;
+    r.reserve(s.size());
+    for (std::size_t i = 0; i < s.size();) {
+      const std::size_t n = tokenizer::detail::utf8_char_length(static_cast<unsigned char>(s[i]));
+      r.insert(r.end(), n, Offsets{base + i, base + i + n});
+      i += n;
+    }
+    return r;
+  }
+
+  void tokenize_piece(std::string piece, bool at_start, std::vector<Offsets> align, std::vector<int64_t>& ids,
+                      std::vector<Offsets>* offsets) const {
+    if (piece.empty()) return;
     std::vector<tokenizer::PreToken> words;
-    words.push_back({std::move(piece), at_start});
-    pre_tokenizer_->pre_tokenize(words);
-    for (const auto& w : words) model_->tokenize(w.text, ids);
+    words.push_back({std::move(piece), at_start, std::move(align)});
+    if (pre_tokenizer_) pre_tokenizer_->pre_tokenize(words);
+    std::vector<std::size_t> lengths;
+    for (const auto& w : words) {
+      if (!offsets) {
+        model_->tokenize(w.text, ids);
+        continue;
+      }
+      lengths.clear();
+      model_->tokenize(w.text, ids, &lengths);
+      std::size_t pos = 0;
+      for (std::size_t len : lengths) {
+        offsets->push_back(tokenizer::detail::span_of(w.align, pos, pos + len));
+        pos += len;
+      }
+    }
   }
 
   /// "bos_token": "<s>" or {"content": "<s>", ...} (AddedToken serialisation) or null.
