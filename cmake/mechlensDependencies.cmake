@@ -9,16 +9,16 @@
 #    (put first on the include path), -DMECHLENS_FMT_HEADER_ONLY=ON and
 #    -DMECHLENS_PCRE2_LIBRARY=/full/path/libpcre2-8.so.0. See docs/gpu.md.
 include_guard(GLOBAL)
-include(CMakeFindDependencyMacro)
 
 set(MECHLENS_EXTRA_INCLUDE "" CACHE PATH "Folder of header-only dependencies searched first")
 option(MECHLENS_FMT_HEADER_ONLY "Use fmt header-only (FMT_HEADER_ONLY)" OFF)
 set(MECHLENS_PCRE2_LIBRARY "" CACHE FILEPATH "Full path of libpcre2-8 when it has no development package")
 
-find_dependency(Torch)
+find_package(Torch REQUIRED)
+
 
 if(NOT TARGET mechlens::deps)
-  add_library(mechlens::deps INTERFACE IMPORTED)
+  add_library(mechlens::deps INTERFACE IMPORTED GLOBAL)
   if(MECHLENS_EXTRA_INCLUDE)
     # BEFORE: PyTorch's include folder bundles its own fmt, which must not win.
     target_include_directories(mechlens::deps BEFORE INTERFACE ${MECHLENS_EXTRA_INCLUDE})
@@ -34,22 +34,26 @@ if(NOT TARGET mechlens::deps)
   if(MECHLENS_FMT_HEADER_ONLY)
     target_compile_definitions(mechlens::deps INTERFACE FMT_HEADER_ONLY=1)
   else()
-    find_dependency(fmt)
+    find_package(fmt REQUIRED)
     target_link_libraries(mechlens::deps INTERFACE fmt::fmt)
   endif()
 
-  find_dependency(nlohmann_json)
-  target_link_libraries(mechlens::deps INTERFACE nlohmann_json::nlohmann_json)
+  find_package(nlohmann_json 3 QUIET)
+  if(nlohmann_json_FOUND)
+    target_link_libraries(mechlens::deps INTERFACE nlohmann_json::nlohmann_json)
+  else()
+    find_path(MECHLENS_NLOHMANN_INCLUDE nlohmann/json.hpp HINTS ${MECHLENS_EXTRA_INCLUDE} REQUIRED)
+    target_include_directories(mechlens::deps INTERFACE ${MECHLENS_NLOHMANN_INCLUDE})
+  endif()
 
   if(NOT MECHLENS_EXTRA_INCLUDE)
-    find_dependency(xtensor)
+    find_package(xtensor REQUIRED)
     target_link_libraries(mechlens::deps INTERFACE xtensor)
   endif()
 
-  find_package(Boost 1.74 QUIET)
-  if(Boost_FOUND)
-    target_include_directories(mechlens::deps INTERFACE ${Boost_INCLUDE_DIRS})
-  endif()
+  # Boost.Math is header-only: its headers are enough.
+  find_path(MECHLENS_BOOST_INCLUDE boost/math/distributions/students_t.hpp HINTS ${MECHLENS_EXTRA_INCLUDE} REQUIRED)
+  target_include_directories(mechlens::deps INTERFACE ${MECHLENS_BOOST_INCLUDE})
 
   if(MECHLENS_PCRE2_LIBRARY)
     set(_mechlens_pcre2 ${MECHLENS_PCRE2_LIBRARY})
@@ -58,4 +62,14 @@ if(NOT TARGET mechlens::deps)
   endif()
   target_link_libraries(mechlens::deps INTERFACE ${_mechlens_pcre2})
   target_compile_definitions(mechlens::deps INTERFACE PCRE2_CODE_UNIT_WIDTH=8)
+
+  # Imported targets are visible only in the directory that found them; a project that vendors
+  # mechlens with add_subdirectory links them from its own directory, so make them all global.
+  get_property(_mechlens_imported DIRECTORY PROPERTY IMPORTED_TARGETS)
+  foreach(target ${_mechlens_imported})
+    get_target_property(_global ${target} IMPORTED_GLOBAL)
+    if(NOT _global)
+      set_target_properties(${target} PROPERTIES IMPORTED_GLOBAL TRUE)
+    endif()
+  endforeach()
 endif()

@@ -1,8 +1,18 @@
 #pragma once
 // Helpers shared by the tests.
+#include <cstdlib>
+#include <string>
+
 #include <ATen/ATen.h>
 
 namespace mechlens::test {
+
+/// The device the model tests run on: MECHLENS_TEST_DEVICE (e.g. "cuda"), default CPU. The GPU
+/// recipe in docs/gpu.md runs the suite once more with MECHLENS_TEST_DEVICE=cuda.
+inline at::Device device() {
+  const char* env = std::getenv("MECHLENS_TEST_DEVICE");
+  return at::Device(env && *env ? std::string(env) : std::string("cpu"));
+}
 
 /// max |a - b| / max(max |b|, tiny): the "relative to the reference's scale" rule the parity
 /// tests state (b is the reference).

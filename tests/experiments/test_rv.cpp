@@ -5,12 +5,14 @@
 #include <mechlens/io/safetensors.hpp>
 #include <mechlens/models/load.hpp>
 
+#include "test_util.hpp"
+
 using namespace mechlens;
 
 TEST_CASE("R_V from the forward pass matches numpy's SVD of transformers' hook_v") {
   for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa"}) {
     const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;
-    Model model = load_model(dir);
+    Model model = load_model(dir, {at::kFloat, test::device()});
     auto rv = io::read_json_file(dir + "/rv.json");
     auto ref = io::load_safetensors(dir + "/reference.safetensors");
     at::Tensor ids = ref.at(rv.at("prompt").get<std::string>() + ".input_ids").view({-1});
@@ -34,7 +36,7 @@ TEST_CASE("R_V from the forward pass matches numpy's SVD of transformers' hook_v
 }
 
 TEST_CASE("R_V of a padded batch equals each prompt's own, and short prompts are refused") {
-  Model model = load_model(std::string(MECHLENS_TEST_DATA) + "/models/llama_tied");
+  Model model = load_model(std::string(MECHLENS_TEST_DATA) + "/models/llama_tied", {at::kFloat, test::device()});
   std::vector<int64_t> a, b;
   for (int i = 0; i < 20; ++i) a.push_back(3 + (i * 7) % 200);
   for (int i = 0; i < 17; ++i) b.push_back(5 + (i * 11) % 200);

@@ -7,6 +7,8 @@
 #include <mechlens/io/json.hpp>
 #include <mechlens/models/load.hpp>
 
+#include "test_util.hpp"
+
 using namespace mechlens;
 
 namespace {
@@ -43,7 +45,7 @@ GenerationOptions greedy_options(int64_t n) {
 
 TEST_CASE("Greedy decoding from the prompt state reproduces transformers, past a sliding window too") {
   for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa"}) {
-    Model model = load_model(model_dir(name));
+    Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto ref = io::read_json_file(model_dir(name) + "/generation.json");
     for (const auto& rec : ref.at("greedy")) {
       auto prompt = rec.at("prompt_ids").get<std::vector<int64_t>>();
@@ -56,7 +58,7 @@ TEST_CASE("Greedy decoding from the prompt state reproduces transformers, past a
 
 TEST_CASE("KV splices with left and right alignment reproduce transformers for every layer range") {
   for (const char* name : {"llama_gqa_llama3", "llama_tied"}) {
-    Model model = load_model(model_dir(name));
+    Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto ref = io::read_json_file(model_dir(name) + "/generation.json");
     REQUIRE(ref.at("splice").size() == 24);
     for (const auto& rec : ref.at("splice")) {
@@ -80,7 +82,7 @@ TEST_CASE("KV splices with left and right alignment reproduce transformers for e
 
 TEST_CASE("A KV prefix memory continues positions after the source and reproduces transformers") {
   for (const char* name : {"llama_gqa_llama3", "llama_tied"}) {
-    Model model = load_model(model_dir(name));
+    Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto rec = io::read_json_file(model_dir(name) + "/generation.json").at("prefix").at(0);
     auto source = rec.at("source_ids").get<std::vector<int64_t>>();
     auto target = rec.at("target_ids").get<std::vector<int64_t>>();
@@ -95,7 +97,7 @@ TEST_CASE("A KV prefix memory continues positions after the source and reproduce
 }
 
 TEST_CASE("Splicing prompts of different lengths without an alignment names both lengths") {
-  Model model = load_model(model_dir("llama_tied"));
+  Model model = load_model(model_dir("llama_tied"), {at::kFloat, test::device()});
   PromptState a = prefill(*model, std::vector<int64_t>{5, 6, 7, 8}, 4);
   PromptState b = prefill(*model, std::vector<int64_t>{5, 6, 7, 8, 9, 10}, 4);
   REQUIRE_THROWS_WITH(splice_kv(a.cache, b.cache), Catch::Contains("5 slots") && Catch::Contains("3"));

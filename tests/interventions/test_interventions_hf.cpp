@@ -14,7 +14,7 @@ using namespace mechlens;
 TEST_CASE("The study's single-pass patches reproduce transformers' patched logits") {
   for (const char* name : {"llama_gqa_llama3", "mistral_swa"}) {
     const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;
-    Model model = load_model(dir);
+    Model model = load_model(dir, {at::kFloat, test::device()});
     auto meta = io::read_json_file(dir + "/interventions.json");
     auto ref = io::load_safetensors(dir + "/interventions.safetensors");
     at::Tensor target = ref.at("target_ids"), source = ref.at("source_ids");

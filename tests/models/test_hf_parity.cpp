@@ -26,7 +26,7 @@ std::map<std::string, at::Tensor> reference(const std::string& name) {
 
 TEST_CASE("Every hook point and the logits match transformers on the reference checkpoints") {
   for (const char* name : kModels) {
-    Model model = load_model(model_dir(name));
+    Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto ref = reference(name);
     for (int i = 0; i < 3; ++i) {
       const std::string p = "p" + std::to_string(i) + ".";
@@ -59,7 +59,7 @@ TEST_CASE("The rotary inverse frequencies are transformers' (llama3 scaling with
 }
 
 TEST_CASE("A left-padded batch matches transformers at every real position") {
-  Model model = load_model(model_dir("llama_gqa_llama3"));
+  Model model = load_model(model_dir("llama_gqa_llama3"), {at::kFloat, test::device()});
   auto ref = reference("llama_gqa_llama3");
   at::Tensor mask = ref.at("batch.attention_mask");
   at::Tensor logits = model->forward(ref.at("batch.input_ids"), {at::Tensor(), mask});
@@ -74,12 +74,12 @@ TEST_CASE("A bfloat16 checkpoint loads as float32, bfloat16 and float16") {
   auto ref = reference("llama_gqa_llama3");
   at::Tensor ids = ref.at("p1.input_ids");
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    if (dtype == at::kHalf && !compat::kHasCpuHalfMatmul) {
+    if (dtype == at::kHalf && test::device().is_cpu() && !compat::kHasCpuHalfMatmul) {
       // LibTorch 1.13 has no float16 matrix products on the CPU: a clear error instead.
       REQUIRE_THROWS_WITH(load_model(model_dir("llama_gqa_llama3"), {dtype, at::kCPU}), Catch::Contains("float16"));
       continue;
     }
-    Model model = load_model(model_dir("llama_gqa_llama3"), {dtype, at::kCPU});
+    Model model = load_model(model_dir("llama_gqa_llama3"), {dtype, test::device()});
     REQUIRE(model->embedding_weight().scalar_type() == dtype);
     at::Tensor logits = model->forward(ids);
     REQUIRE(logits.scalar_type() == dtype);
