@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds mechlens against the CUDA LibTorch inside a PyTorch installation and runs the test suite
+# twice: on the CPU, then the model tests on CUDA (MECHLENS_TEST_DEVICE=cuda). Needs .deps/include
+# from scripts/gpu-deps.sh. Extra arguments go to CMake. Logs go to $LOG_DIR (default build-gpu).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build-gpu}
+log=${LOG_DIR:-$build}
+mkdir -p "$build" "$log"
+pcre=$(ldconfig -p | awk '/libpcre2-8\.so\.0 /{print $NF; exit}')
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  "-DCMAKE_PREFIX_PATH=$torch_prefix" "-DMECHLENS_EXTRA_INCLUDE=$PWD/.deps/include" \
+  -DMECHLENS_FMT_HEADER_ONLY=ON "-DMECHLENS_PCRE2_LIBRARY=$pcre" "$@" > "$log/configure.log" 2>&1 \
+  || { tail -n 40 "$log/configure.log"; exit 1; }
+cmake --build "$build" -j "$(nproc)" > "$log/build.log" 2>&1 || { grep -B2 -A12 -m 5 'error' "$log/build.log"; exit 1; }
+status=0
+(cd "$build" && ctest --output-on-failure -j 8 --timeout 900) > "$log/ctest-cpu.log" 2>&1 || status=1
+(cd "$build" && MECHLENS_TEST_DEVICE=cuda ctest --output-on-failure --timeout 900 \
+   -R '^(models|generation|interventions|experiments|cli)$') > "$log/ctest-cuda.log" 2>&1 || status=1
+tail -n 6 "$log/ctest-cpu.log"; tail -n 6 "$log/ctest-cuda.log"
+exit $status
