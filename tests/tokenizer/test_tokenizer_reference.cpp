@@ -4,6 +4,8 @@
 
 #include <mechlens/tokenizer/tokenizer.hpp>
 
+#include <thread>
+
 #include "tokenizer_test_support.hpp"
 
 using mechlens::Tokenizer;
@@ -180,4 +182,23 @@ TEST_CASE("Offsets are HF's for every corpus string, on both vocabularies", "[to
     }
     WARN(name << ": offsets of " << matched << " of " << strings.size() << " corpus strings match HF");
   }
+}
+
+TEST_CASE("Encoding from several threads at once gives the same ids as HF", "[tokenizer]") {
+  const Tokenizer tok = Tokenizer::from_file(vocabulary_dir("llama3"));  // fresh: empty word cache
+  const auto& strings = reference("llama3_reference.json").at("strings");
+  std::vector<int> wrong(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = t; i < strings.size(); i += (round == 0 ? 4 : 1)) {
+          const auto& r = strings[i];
+          if (tok.encode(r.at("text").get<std::string>(), false) != ids_of(r.at("ids"))) ++wrong[t];
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(wrong == std::vector<int>(4, 0));
 }
