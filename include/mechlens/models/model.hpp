@@ -176,6 +176,11 @@ class ModelImpl : public torch::nn::Module {
     return at::arange(start, start + p, opts).unsqueeze(0).expand({b, p});
   }
 
+  /// "cuda" and "cuda:0" name the same device when one of them has no index.
+  static bool same_device(const at::Device& a, const at::Device& b) {
+    return a.type() == b.type() && (!a.has_index() || !b.has_index() || a.index() == b.index());
+  }
+
   void check_cache(const KVCache& cache, int64_t b) const {
     MECHLENS_CHECK(cache.n_layers() == cfg_.n_layers() && cache.n_kv_heads() == cfg_.n_kv_heads() &&
                        cache.d_head() == cfg_.d_head() && cache.batch() == b,
@@ -184,7 +189,7 @@ class ModelImpl : public torch::nn::Module {
                    "needs [layers {}, batch {}, kv_heads {}, d_head {}]",
                    cache.n_layers(), cache.batch(), cache.n_kv_heads(), cache.d_head(), cfg_.n_layers(), b,
                    cfg_.n_kv_heads(), cfg_.d_head());
-    MECHLENS_CHECK(cache.dtype() == dtype() && cache.device() == device(), ArgumentError,
+    MECHLENS_CHECK(cache.dtype() == dtype() && same_device(cache.device(), device()), ArgumentError,
                    "Model::forward: the KV cache is {} on {}, the model {} on {}", c10::toString(cache.dtype()),
                    cache.device().str(), c10::toString(dtype()), device().str());
   }
