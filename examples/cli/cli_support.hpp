@@ -210,16 +210,19 @@ struct PromptArgs {
 
   std::string flag(const char* kind) const { return "--" + (prefix.empty() ? std::string() : prefix + "-") + kind; }
 
-  void add(CLI::App& app, const std::string& what, bool with_chat = true) {
-    ids_opt = app.add_option(flag("ids"), ids, what + " as token ids, used exactly as given (no BOS added): 1,2,3");
+  /// `what` names the prompt in the help; `rule` ends each of its flags' help, e.g. "(one of
+  /// --ids, --prompt, --chat is required)" or "(default: no splice)".
+  void add(CLI::App& app, const std::string& what, const std::string& rule, bool with_chat = true) {
+    ids_opt = app.add_option(flag("ids"), ids,
+                             what + " as token ids, used exactly as given (no BOS added): 1,2,3 " + rule);
     prompt_opt = app.add_option(flag("prompt"), prompt,
                                 what + " as text, encoded by the tokenizer with its special-token rules (e.g. "
-                                       "Llama's BOS)");
+                                       "Llama's BOS) " + rule);
     ids_opt->excludes(prompt_opt);
     if (with_chat) {
       chat_opt = app.add_option(flag("chat"), chat,
                                 what + " as a conversation: a JSON file holding a list of {\"role\", \"content\"}, "
-                                       "rendered with the tokenizer's chat template and a generation prompt")
+                                       "rendered with the tokenizer's chat template and a generation prompt " + rule)
                      ->check(CLI::ExistingFile);
       chat_opt->excludes(ids_opt)->excludes(prompt_opt);
     }
@@ -248,7 +251,13 @@ struct PromptArgs {
       argument = flag("chat");
       Tokenizer tok = load_tokenizer_for(argument, model);
       auto messages = read_chat_file(argument, chat);
-      out = blame(argument, [&] { return tok.encode_chat(messages, /*add_generation_prompt=*/true); });
+      try {
+        out = tok.encode_chat(messages, /*add_generation_prompt=*/true);
+      } catch (const ConfigError& e) {  // no chat template, or one mechlens does not know
+        throw ArgError(argument, std::string(e.what()) + " (the tokenizer's chat template is needed for a conversation)");
+      } catch (const Error& e) {
+        throw ArgError(argument, e.what());
+      }
     }
     if (out.empty()) throw ArgError(argument, "the prompt has no tokens");
     check_vocab(argument, out, cfg.vocab_size);

@@ -117,7 +117,7 @@ struct ForwardCommand {
 
   void add(CLI::App& app) {
     model.add(app);
-    prompt.add(app, "the prompt");
+    prompt.add(app, "the prompt", "(one of --ids, --prompt, --chat is required)");
     app.add_option("--save", save,
                    "hook name or glob whose activation to write (float32, under its hook name), e.g. "
                    "'blocks.*.attn.hook_v'; repeatable; '*' saves every hook (default: logits only)")

@@ -29,7 +29,7 @@ struct GenerateCommand {
 
   void add(CLI::App& app) {
     model.add(app);
-    prompt.add(app, "the prompt (the target of a KV splice)");
+    prompt.add(app, "the prompt (the target of a KV splice)", "(one of --ids, --prompt, --chat is required)");
     app.add_option("--max-new-tokens", max_new_tokens, "how many tokens to generate at most")
         ->required()
         ->check(CLI::NonNegativeNumber);
@@ -48,7 +48,7 @@ struct GenerateCommand {
                  "do not stop at the model's eos tokens (config.json and generation_config.json), generate exactly "
                  "--max-new-tokens (default: stop at eos)");
     kv_source.add(app, "the KV splice source (prefilled like the prompt; its cache entries replace the prompt's)",
-                  /*with_chat=*/false);
+                  "(default: no splice)", /*with_chat=*/false);
     layers_opt = app.add_option("--kv-layers", kv_layers,
                                 "with --kv-source-*: the layers LO:HI (half-open, 0-based) whose cache entries are "
                                 "copied from the source (default: all layers)");
@@ -57,7 +57,7 @@ struct GenerateCommand {
                                "first m) or right (the last m); required then (default: none, lengths must match)")
                     ->check(CLI::IsMember({"left", "right"}));
     kv_prefix.add(app, "the KV prefix memory (run whole; the prompt continues after its cache, positions too)",
-                  /*with_chat=*/false);
+                  "(default: no prefix)", /*with_chat=*/false);
     for (auto* s : {kv_source.ids_opt, kv_source.prompt_opt})
       for (auto* p : {kv_prefix.ids_opt, kv_prefix.prompt_opt}) s->excludes(p);
   }

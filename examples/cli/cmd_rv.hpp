@@ -17,7 +17,7 @@ struct RvCommand {
 
   void add(CLI::App& app) {
     model.add(app);
-    prompt.add(app, "the prompt");
+    prompt.add(app, "the prompt (at least --window tokens)", "(one of --ids, --prompt, --chat is required)");
     early_opt = app.add_option("--early", early,
                                "early layer (default: 4 for 32-layer Llama and Mistral models, else n_layers/8, at "
                                "least 1)");

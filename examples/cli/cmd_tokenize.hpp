@@ -18,12 +18,13 @@ struct TokenizeCommand {
         ->required()
         ->check(CLI::ExistingPath);
     text_opt = app.add_option("--text", texts,
-                              "text to encode; repeat for several texts (one output line each; use --text=-x for "
-                              "text that starts with '-')")
+                              "text to encode; repeat for several texts, one output line each; write --text=-x for "
+                              "text that starts with '-' (one of --text, --chat is required)")
                    ->allow_extra_args(false);
     chat_opt = app.add_option("--chat", chat,
                               "a JSON file holding a list of {\"role\", \"content\"}: rendered with the tokenizer's "
-                              "chat template and a generation prompt, then encoded without added special tokens")
+                              "chat template and a generation prompt, then encoded without added special tokens (one of "
+                              "--text, --chat is required)")
                    ->check(CLI::ExistingFile);
     text_opt->excludes(chat_opt);
     app.add_option("--chat-template", chat_template,
@@ -43,7 +44,14 @@ struct TokenizeCommand {
     if (chat_opt->count() > 0) {
       if (!chat_template.empty()) blame("--chat-template", [&] { tok.use_chat_template(chat_template); });
       auto messages = read_chat_file("--chat", chat);
-      const std::string text = blame("--chat", [&] { return tok.apply_chat_template(messages, true); });
+      std::string text;
+      try {
+        text = tok.apply_chat_template(messages, /*add_generation_prompt=*/true);
+      } catch (const ConfigError& e) {  // no chat template, or one mechlens does not know
+        throw ArgError("--chat", std::string(e.what()) + " (from the command line: --chat-template NAME)");
+      } catch (const Error& e) {
+        throw ArgError("--chat", e.what());
+      }
       const auto ids = blame("--chat", [&] { return tok.encode(text, /*add_special_tokens=*/false); });
       print_json({{"text", text}, {"ids", ids}, {"tokens", tok.tokens(ids)}});
       return 0;

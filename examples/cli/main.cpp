@@ -10,6 +10,7 @@
 // Output is JSON on stdout. A bad argument is one line on stderr naming it, and exit status 2;
 // anything else that goes wrong (e.g. out of memory) is one line and exit status 1.
 
+#include <algorithm>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -77,6 +78,14 @@ int main(int argc, char** argv) {
   generate.add(*generate_cmd);
   rv.add(*rv_cmd);
 
+  // CLI11 would call an unknown command "no subcommand"; name it instead.
+  const std::vector<std::string> commands{"info", "tokenize", "decode", "forward", "generate", "rv"};
+  if (argc > 1 && argv[1][0] != '-' && std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+    return report(app, fmt::format("unknown command '{}' (expected info, tokenize, decode, forward, generate or rv; see "
+                                   "'mechlens --help')",
+                                   argv[1]),
+                  kBadArgument);
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
