@@ -28,12 +28,15 @@ struct InfoCommand {
 
   int run() {
     const ModelConfig cfg = model.config();
-    // The hook points come from the module tree, so build one — on the meta device, which
-    // allocates nothing (an 8B model would otherwise take its full size just to list names).
+    // The hook points come from the module tree, so build one without reading the weights: on the
+    // meta device, which allocates nothing, where this LibTorch can build it there.
     Model m = [&] {
       try {
         return Model(cfg, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
-      } catch (const std::exception&) {  // NOTE: a LibTorch without meta kernels for rotary: empty CPU tensors
+      } catch (const std::exception&) {
+        // NOTE: LibTorch 1.13 has no meta kernel for some of the rotary set-up. Uninitialised CPU
+        // tensors are the fallback: the pages are never touched, so even an 8B model costs only
+        // address space here.
         return Model(cfg, at::TensorOptions().dtype(at::kBFloat16).device(at::kCPU));
       }
     }();
