@@ -9,6 +9,25 @@ namespace mechlens::test {
 
 /// The device the model tests run on: MECHLENS_TEST_DEVICE (e.g. "cuda"), default CPU. The GPU
 /// recipe in docs/gpu.md runs the suite once more with MECHLENS_TEST_DEVICE=cuda.
+inline at::Device device();
+
+}  // namespace mechlens::test
+
+#include <mechlens/models/model.hpp>
+
+namespace mechlens::test {
+
+inline ForwardOptions with_mask(const at::Tensor& mask) {
+  ForwardOptions o;
+  o.attention_mask = mask;
+  return o;
+}
+inline ForwardOptions with_cache(KVCache& cache) {
+  ForwardOptions o;
+  o.cache = &cache;
+  return o;
+}
+
 inline at::Device device() {
   const char* env = std::getenv("MECHLENS_TEST_DEVICE");
   return at::Device(env && *env ? std::string(env) : std::string("cpu"));

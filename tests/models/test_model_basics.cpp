@@ -91,10 +91,10 @@ TEST_CASE("Decoding token by token through the KV cache gives the full forward's
     at::Tensor ids = at::randint(0, 50, {1, 9}, at::kLong);
     at::Tensor full = m->forward(ids);
     KVCache cache = KVCache::for_model(m->config(), 1, 4, m->options());  // grows past 4
-    at::Tensor first = m->forward(ids.narrow(1, 0, 5), {at::Tensor(), at::Tensor(), &cache});
+    at::Tensor first = m->forward(ids.narrow(1, 0, 5), test::with_cache(cache));
     REQUIRE(test::max_rel_diff(first, full.narrow(1, 0, 5)) < 1e-5);
     for (int64_t t = 5; t < 9; ++t) {
-      at::Tensor step = m->forward(ids.narrow(1, t, 1), {at::Tensor(), at::Tensor(), &cache});
+      at::Tensor step = m->forward(ids.narrow(1, t, 1), test::with_cache(cache));
       INFO("sliding " << sliding << " position " << t);
       REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) < 1e-5);
     }
@@ -115,11 +115,44 @@ TEST_CASE("A left-padded batch gives each row's own logits") {
       ids[r].narrow(0, n - lengths[r], lengths[r]).copy_(row[0]);
       mask[r].narrow(0, n - lengths[r], lengths[r]).fill_(1);
     }
-    at::Tensor batched = m->forward(ids, {at::Tensor(), mask});
+    at::Tensor batched = m->forward(ids, test::with_mask(mask));
     for (int64_t r = 0; r < 3; ++r) {
       at::Tensor alone = m->forward(rows[r]);
       INFO("row " << r << " sliding " << sliding);
       REQUIRE(test::max_rel_diff(batched[r].narrow(0, n - lengths[r], lengths[r]), alone[0]) < 1e-5);
     }
   }
+}
+
+TEST_CASE("Static-shape decoding steps (what CUDA graphs capture) give the eager steps' logits") {
+  for (bool sliding : {false, true}) {
+    Model m = tiny_model(sliding);
+    at::Tensor ids = at::randint(0, 50, {2, 8}, at::kLong);
+    at::Tensor full = m->forward(ids);
+    KVCache cache = KVCache::for_model(m->config(), 2, 12, m->options());
+    m->forward(ids.narrow(1, 0, 4), test::with_cache(cache));
+    for (int64_t t = 4; t < 8; ++t) {
+      ForwardOptions o;
+      o.cache = &cache;
+      o.slot = at::full({1}, t, at::kLong);
+      o.positions = at::full({2, 1}, t, at::kLong);
+      at::Tensor step = m->forward(ids.narrow(1, t, 1), o);
+      cache.set_length(t + 1, false);
+      INFO("sliding " << sliding << " position " << t);
+      REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("A forward can stop after a layer, running that layer's hooks and no later ones") {
+  Model m = tiny_model();
+  std::vector<std::string> seen;
+  auto h = m->add_hook("*hook_resid_post", [&](const at::Tensor&, const HookContext& ctx) {
+    seen.push_back(ctx.name);
+    return std::nullopt;
+  });
+  ForwardOptions o;
+  o.stop_after_layer = 1;
+  REQUIRE_FALSE(m->forward(at::randint(0, 50, {1, 5}, at::kLong), o).defined());
+  REQUIRE(seen == std::vector<std::string>{"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"});
 }

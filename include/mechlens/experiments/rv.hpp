@@ -157,7 +157,7 @@ inline RvResult measure_rv(ModelImpl& model, const std::vector<std::vector<int64
   auto opts = at::TensorOptions().dtype(at::kLong);
   RvProbe probe = RvProbe::attach(model, options);
   ForwardOptions fwd;
-  fwd.last_position_only = true;
+  fwd.stop_after_layer = std::max(options.early, options.late);  // later layers cannot change R_V
   if (padded) fwd.attention_mask = at::tensor(live, opts).view({b, longest});
   model.forward(at::tensor(ids, opts).view({b, longest}), fwd);
   probe.detach();

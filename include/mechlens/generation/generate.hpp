@@ -13,11 +13,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include "mechlens/generation/cuda_graph.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/generation/sampler.hpp"
 #include "mechlens/models/model.hpp"
@@ -35,6 +37,9 @@ struct GenerationOptions {
   bool record_margins = false;
   /// How often (in steps) the host checks whether every row has stopped.
   int64_t sync_every = 8;
+  /// On CUDA, capture the decoding step as a CUDA graph and replay it (used only when no hook is
+  /// attached to the model; results equal the eager steps').
+  bool use_cuda_graph = true;
 };
 
 struct GenerationResult {
@@ -61,31 +66,59 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
 
   Sampler sampler(options.sampling, dev);
   state.cache.reserve(steps);  // no growth inside the loop
-  at::Tensor out = at::full({b, std::max<int64_t>(steps, 1)}, -1, at::TensorOptions().dtype(at::kLong).device(dev));
-  at::Tensor margins = options.record_margins ? at::zeros({b, std::max<int64_t>(steps, 1)}, at::TensorOptions().dtype(at::kDouble).device(dev)) : at::Tensor();
+  auto long_opts = at::TensorOptions().dtype(at::kLong).device(dev);
+  at::Tensor out = at::full({b, std::max<int64_t>(steps, 1)}, -1, long_opts);
+  at::Tensor margins = options.record_margins
+                           ? at::zeros({b, std::max<int64_t>(steps, 1)}, at::TensorOptions().dtype(at::kDouble).device(dev))
+                           : at::Tensor();
   at::Tensor done = at::zeros({b}, at::TensorOptions().dtype(at::kBool).device(dev));
   at::Tensor token = state.pending.view({b, 1});
   at::Tensor position = state.position.view({b, 1});
   int64_t taken = 0;
-  for (int64_t step = 0; step < steps; ++step) {
+
+  // One step: logits [b, vocab] for `token` at `position`, appending to the cache.
+  auto eager_step = [&](int64_t step) {
     ForwardOptions opt;
     opt.cache = &state.cache;
     opt.positions = position;
     opt.step = step + 1;
-    at::Tensor logits = model.forward(token, opt).select(1, 0);  // [b, vocab]
-    if (options.record_margins) {
-      at::Tensor top2 = std::get<0>(logits.to(at::kDouble).topk(2, -1));
-      margins.select(1, step).copy_(top2.select(1, 0) - top2.select(1, 1));
+    opt.last_position_only = true;
+    return model.forward(token, opt).select(1, 0);
+  };
+  auto loop = [&](const std::function<at::Tensor(int64_t)>& run_step) {
+    for (int64_t step = 0; step < steps; ++step) {
+      at::Tensor logits = run_step(step);
+      if (options.record_margins) {
+        at::Tensor top2 = std::get<0>(logits.to(at::kDouble).topk(2, -1));
+        margins.select(1, step).copy_(top2.select(1, 0) - top2.select(1, 1));
+      }
+      at::Tensor next = sampler(logits);
+      next = at::where(done, at::full_like(next, -1), next);
+      out.select(1, step).copy_(next);
+      done = done.logical_or(at::isin(next, stop_ids));
+      token = next.clamp_min(0).view({b, 1});
+      position = position + 1;
+      taken = step + 1;
+      if ((step + 1) % options.sync_every == 0 && done.all().item<bool>()) break;
     }
-    at::Tensor next = sampler(logits);
-    next = at::where(done, at::full_like(next, -1), next);
-    out.select(1, step).copy_(next);
-    done = done.logical_or(at::isin(next, stop_ids));
-    token = next.clamp_min(0).view({b, 1});
-    position = position + 1;
-    taken = step + 1;
-    if ((step + 1) % options.sync_every == 0 && done.all().item<bool>()) break;
+  };
+#ifdef MECHLENS_WITH_CUDA
+  if (options.use_cuda_graph && dev.is_cuda() && !model.hooks().any_active() && steps > 1) {
+    // Graphs are captured on a side stream; the whole loop runs there, joined at both ends.
+    c10::cuda::getCurrentCUDAStream().synchronize();
+    {
+      c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, dev.index());
+      c10::cuda::CUDAStreamGuard guard(stream);
+      CudaGraphStep graph_step(model, state.cache);
+      loop([&](int64_t) { return graph_step(token, position); });
+      stream.synchronize();
+    }
+  } else {
+    loop(eager_step);
   }
+#else
+  loop(eager_step);
+#endif
   state.pending = token.view({b});
   state.position = position.view({b});
 

@@ -46,8 +46,11 @@ class AttentionImpl : public torch::nn::Module {
 
   /// x [batch, pos, d_model] -> [batch, pos, d_model] (the o_proj output).
   /// `mask` is [batch, 1, pos, key_pos] (true = attend) or undefined for plain causal attention
-  /// over exactly these positions; with a cache, keys and values are appended to it first.
-  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache) {
+  /// over exactly these positions; with a cache, keys and values are appended to it first (at the
+  /// device index `slot` with attention over the whole capacity when `slot` is defined: the
+  /// static-shape step CUDA graphs capture).
+  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache,
+                     const at::Tensor& slot = {}) {
     const int64_t b = x.size(0), p = x.size(1);
     at::Tensor q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]
     at::Tensor k = (*hook_k_)(k_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
@@ -56,7 +59,9 @@ class AttentionImpl : public torch::nn::Module {
     k = (*hook_rot_k_)(apply_rotary(k, angles));
 
     at::Tensor keys, values;  // [b, kv, key_pos, d]
-    if (cache) {
+    if (cache && slot.defined()) {
+      std::tie(keys, values) = cache->write_at(layer_, k, v, slot);
+    } else if (cache) {
       std::tie(keys, values) = cache->write(layer_, k, v);
     } else {
       keys = k.transpose(1, 2);

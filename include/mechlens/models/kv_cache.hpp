@@ -125,11 +125,48 @@ class KVCache {
   /// Abandons an append (e.g. an exception in a hook): the cache keeps its previous length.
   void rollback() { pending_ = 0; }
 
-  /// Drops every slot from `length` on (the storage stays allocated).
+  /// Static-shape append of one token per row (CUDA-graph decoding): writes the slot's position
+  /// and validity at `slot` ([1] int64 on the device, so a captured graph reads it at replay).
+  /// The host length is not touched: the caller advances it with set_length.
+  void write_slot_state(const at::Tensor& positions, const at::Tensor& slot) {
+    positions_.index_copy_(1, slot, positions.view({batch(), 1}));
+    valid_.index_fill_(1, slot, true);
+  }
+  /// Writes layer l's keys / values [batch, 1, kv_heads, d_head] at `slot` and returns the layer's
+  /// whole storage [batch, kv_heads, capacity, d_head] (unfilled slots are invalid, hence masked).
+  std::pair<at::Tensor, at::Tensor> write_at(int64_t layer, const at::Tensor& k, const at::Tensor& v,
+                                             const at::Tensor& slot) {
+    at::Tensor kl = keys_.select(0, layer), vl = values_.select(0, layer);
+    kl.index_copy_(2, slot, k.transpose(1, 2));
+    vl.index_copy_(2, slot, v.transpose(1, 2));
+    return {kl, vl};
+  }
+
+  /// Drops every slot from `length` on (the storage stays allocated; dropped slots become invalid).
   void truncate(int64_t length) {
     MECHLENS_CHECK(length >= 0 && length <= length_, ArgumentError,
                    "KVCache::truncate: length {} outside [0, {}]", length, length_);
+    valid_.narrow(1, length, capacity() - length).fill_(false);
     length_ = length;
+  }
+
+  /// A new cache holding the given batch rows of this one (a row may repeat), e.g. to run several
+  /// conditions of the same prompts in one batch. `capacity` 0 keeps this cache's capacity.
+  KVCache select_rows(const at::Tensor& rows, int64_t capacity = 0) const {
+    at::Tensor idx = rows.to(keys_.device(), at::kLong);
+    KVCache c;
+    const int64_t cap = std::max(capacity > 0 ? capacity : this->capacity(), length_);
+    c.keys_ = at::zeros({n_layers(), idx.size(0), n_kv_heads(), cap, d_head()}, keys_.options());
+    c.values_ = at::zeros_like(c.keys_);
+    c.positions_ = at::zeros({idx.size(0), cap}, positions_.options());
+    c.valid_ = at::zeros({idx.size(0), cap}, valid_.options());
+    c.keys_.narrow(3, 0, length_).copy_(keys_.narrow(3, 0, length_).index_select(1, idx));
+    c.values_.narrow(3, 0, length_).copy_(values_.narrow(3, 0, length_).index_select(1, idx));
+    c.positions_.narrow(1, 0, length_).copy_(positions().index_select(0, idx));
+    c.valid_.narrow(1, 0, length_).copy_(valid().index_select(0, idx));
+    c.length_ = length_;
+    c.has_padding_ = has_padding_;
+    return c;
   }
   /// Sets the length directly, for caches filled by hand (splices, loading).
   void set_length(int64_t length, bool has_padding) {

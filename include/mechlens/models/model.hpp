@@ -43,6 +43,13 @@ struct ForwardOptions {
   int64_t step = -1;
   /// Compute logits for the last position only ([batch, 1, vocab]).
   bool last_position_only = false;
+  /// Stop after this layer's block (its hooks run; later layers, the final norm and the logits
+  /// do not): forward returns an undefined tensor. R_V at layers 4 and 24 needs no more. -1: all.
+  int64_t stop_after_layer = -1;
+  /// Static-shape decoding (what CUDA graphs capture): one token per row is written at this slot
+  /// index ([1] int64 on the model's device) and attention covers the cache's whole capacity,
+  /// masked by slot validity. The cache's host length is left to the caller.
+  at::Tensor slot;
 };
 
 /// A hook point's name and documented shape (-1 batch, -2 positions, -3 key positions).
@@ -100,25 +107,43 @@ class ModelImpl : public torch::nn::Module {
 
     // Masks are built once per forward and shared by every layer.
     at::Tensor mask;
-    if (opt.cache) {
-      opt.cache->begin_append(positions, live);
-      mask = make_attention_mask(positions, live, opt.cache->appending_positions(),
-                                 opt.cache->has_padding() || live.defined() ? opt.cache->appending_valid() : at::Tensor(),
+    const bool static_step = opt.cache && opt.slot.defined();
+    if (static_step) {
+      MECHLENS_CHECK(p == 1 && !live.defined(), ArgumentError,
+                     "Model::forward: a static-shape step takes one real token per row (got {} positions)", p);
+      opt.cache->write_slot_state(positions, opt.slot);
+      mask = make_attention_mask(positions, live, opt.cache->position_storage(), opt.cache->valid_storage(),
                                  cfg_.sliding_window);
+    } else if (opt.cache) {
+      const bool fresh = opt.cache->length() == 0;
+      opt.cache->begin_append(positions, live);
+      // A first chunk without padding (and within the window) is plain causal attention: no mask,
+      // so LibTorch 2.x can take its fastest fused kernel.
+      if (!(fresh && !live.defined() && !(cfg_.sliding_window && p > *cfg_.sliding_window)))
+        mask = make_attention_mask(positions, live, opt.cache->appending_positions(),
+                                   opt.cache->has_padding() || live.defined() ? opt.cache->appending_valid() : at::Tensor(),
+                                   cfg_.sliding_window);
     } else if (live.defined() || (cfg_.sliding_window && p > *cfg_.sliding_window) || opt.positions.defined()) {
       mask = make_attention_mask(positions, live, positions, live, cfg_.sliding_window);
     }  // else: plain causal attention over exactly these tokens
     RotaryAngles angles = rotary_angles(inv_freq_, positions, options_.dtype().toScalarType());
 
+    MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
+                   "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
+                   cfg_.n_layers());
     at::Tensor resid;
     try {
       resid = (*hook_embed_)(embed_tokens_(token_ids));
-      for (auto& block : blocks_) resid = block(resid, angles, mask, opt.cache);
+      for (auto& block : blocks_) {
+        resid = block(resid, angles, mask, opt.cache, opt.slot);
+        if (opt.stop_after_layer >= 0 && &block == &blocks_[static_cast<size_t>(opt.stop_after_layer)]) break;
+      }
     } catch (...) {
-      if (opt.cache) opt.cache->rollback();
+      if (opt.cache && !static_step) opt.cache->rollback();
       throw;
     }
-    if (opt.cache) opt.cache->commit();
+    if (opt.cache && !static_step) opt.cache->commit();
+    if (opt.stop_after_layer >= 0) return at::Tensor();
     if (opt.last_position_only) resid = resid.narrow(1, p - 1, 1);
     at::Tensor h = (*hook_ln_final_)(norm_(resid));
     return lm_head_ ? lm_head_(h) : at::linear(h, embed_tokens_->weight);

@@ -1,0 +1,258 @@
+#pragma once
+/// \file
+/// Conditions of the study: what is done to a batch of pairs before decoding. A Condition names
+/// the prompt that is decoded (its *target*: the recursive or the baseline prompt of each pair)
+/// and prepares the batch's prompt state — plainly prefilled (natural), prefilled and then given
+/// another prompt's KV cache on some layers (KV transfer), or prefilled under a single-pass
+/// activation patch (V, Q, K, Q+K+V, residual stream). Study (study.hpp) decodes, scores and
+/// records what a condition prepares.
+///
+/// Prompt state (DESIGN.md): prefill runs every prompt token but the last; the last is pending
+/// and is fed first when decoding starts. A KV transfer copies the source prompt's prefilled
+/// slots (never its last token) into the target's, row by row on each row's own tokens
+/// (row_splice.hpp), so the first generated token already sees the transplanted cache.
+
+#include <cstdint>
+#include <functional>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/selection.hpp"
+#include "mechlens/experiments/prompt_encoding.hpp"
+#include "mechlens/experiments/prompt_pairs.hpp"
+#include "mechlens/experiments/row_patch.hpp"
+#include "mechlens/experiments/row_splice.hpp"
+#include "mechlens/generation/generate.hpp"
+#include "mechlens/generation/prompt_state.hpp"
+#include "mechlens/hooks/activation_cache.hpp"
+#include "mechlens/models/model.hpp"
+
+namespace mechlens::experiments {
+
+/// One batch of pairs as a condition sees it.
+struct BatchContext {
+  ModelImpl* model = nullptr;
+  const std::vector<PromptPair>* pairs = nullptr;
+  const std::vector<EncodedPair>* encoded = nullptr;
+  std::vector<size_t> rows;  ///< indices of this batch's pairs
+  int64_t batch_index = 0;
+  int64_t max_new_tokens = 50;
+
+  /// The `role` prompt of each row's pair, or of pair source_of[row] when given.
+  std::vector<std::vector<int64_t>> prompts(Role role, const std::vector<size_t>* source_of = nullptr) const {
+    std::vector<std::vector<int64_t>> out;
+    for (size_t r : rows) out.push_back((*encoded)[source_of ? (*source_of)[r] : r].ids(role));
+    return out;
+  }
+};
+
+/// What a condition hands to the decoder.
+struct PreparedBatch {
+  PromptState state;
+  std::vector<nlohmann::json> sources;  ///< per row: where a patch came from (null when natural)
+  std::vector<nlohmann::json> notes;    ///< per row: anything else to record (null for nothing)
+  HookHandle decoding_scope;            ///< hooks that stay attached while decoding (probes)
+  /// Called after decoding with the result; may add per-row values to `extra` (size = rows).
+  std::function<void(const GenerationResult&, std::vector<nlohmann::json>& extra)> finish;
+};
+
+struct Condition {
+  std::string name;                  ///< unique in a run, e.g. "baseline+recursive_kv@16:32"
+  Role target = Role::Baseline;      ///< the prompt that is decoded
+  std::string intervention;          ///< in words, recorded ("" when natural)
+  std::string layers;                ///< "lo:hi" of the patch ("" when none)
+  std::function<PreparedBatch(const BatchContext&)> prepare;
+};
+
+namespace detail {
+
+/// Left-pads token rows into ids [b, longest] and a mask; `lengths` receives each row's size.
+inline std::pair<at::Tensor, at::Tensor> left_pad(const std::vector<std::vector<int64_t>>& rows,
+                                                  std::vector<int64_t>& lengths) {
+  int64_t longest = 0;
+  lengths.clear();
+  for (const auto& r : rows) {
+    lengths.push_back(static_cast<int64_t>(r.size()));
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(r.size()));
+  }
+  const auto b = static_cast<int64_t>(rows.size());
+  std::vector<int64_t> ids(static_cast<size_t>(b * longest), 0), live(static_cast<size_t>(b * longest), 0);
+  for (int64_t r = 0; r < b; ++r) {
+    const auto& row = rows[static_cast<size_t>(r)];
+    const auto n = static_cast<int64_t>(row.size());
+    for (int64_t i = 0; i < n; ++i) {
+      ids[static_cast<size_t>(r * longest + longest - n + i)] = row[static_cast<size_t>(i)];
+      live[static_cast<size_t>(r * longest + longest - n + i)] = 1;
+    }
+  }
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  return {at::tensor(ids, opts).view({b, longest}), at::tensor(live, opts).view({b, longest})};
+}
+
+inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<int64_t>> rows) {
+  for (auto& r : rows) r.pop_back();
+  return rows;
+}
+
+inline nlohmann::json source_json(const BatchContext& ctx, size_t row, Role role, const std::vector<size_t>* source_of) {
+  const size_t s = source_of ? (*source_of)[row] : row;
+  return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}};
+}
+
+}  // namespace detail
+
+/// The target prompt, plainly prefilled.
+inline Condition natural(Role target, std::string name = "") {
+  Condition c;
+  c.name = name.empty() ? std::string(role_name(target)) : std::move(name);
+  c.target = target;
+  c.prepare = [target](const BatchContext& ctx) {
+    PreparedBatch p;
+    p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    p.sources.assign(ctx.rows.size(), nullptr);
+    p.notes.assign(ctx.rows.size(), nullptr);
+    return p;
+  };
+  return c;
+}
+
+/// A derangement of 0..n-1 (no i maps to itself), seeded: the source of the shuffled controls.
+inline std::vector<size_t> shuffled_sources(size_t n, uint64_t seed) {
+  MECHLENS_CHECK(n >= 2, ArgumentError, "a shuffled-source control needs at least 2 pairs (got {})", n);
+  std::mt19937_64 rng(seed ^ 0x5eed5eed5eedULL);
+  std::vector<size_t> p(n);
+  // Sattolo's algorithm: a uniformly random cyclic permutation, so no pair is its own source.
+  std::iota(p.begin(), p.end(), size_t{0});
+  for (size_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng() % i]);
+  return p;
+}
+
+struct KvTransferOptions {
+  Role source = Role::Recursive;      ///< which prompt of the source pair gives its cache
+  std::optional<LayerRange> layers;   ///< default: all layers
+  Align align = Align::Right;
+  bool rerotate = false;
+  std::vector<int64_t> from_end;      ///< copy only these slots (distance from the end, 1 = last)
+  std::vector<size_t> source_of;      ///< source pair of each pair; empty = the same pair
+  std::string source_label;           ///< in words for records ("same pair", "shuffled pair")
+};
+
+/// The target prompt with (some layers and slots of) a source prompt's KV cache.
+inline Condition kv_transfer(std::string name, Role target, KvTransferOptions opt, const ModelConfig& cfg) {
+  Condition c;
+  c.name = std::move(name);
+  c.target = target;
+  const LayerRange layers = opt.layers.value_or(LayerRange{0, cfg.n_layers()});
+  layers.check(cfg.n_layers(), "KV transfer layers");
+  c.layers = layers.str();
+  std::string slots;
+  if (!opt.from_end.empty()) {
+    slots = " slots from end [";
+    for (size_t i = 0; i < opt.from_end.size(); ++i) slots += (i ? "," : "") + std::to_string(opt.from_end[i]);
+    slots += "]";
+  }
+  c.intervention = fmt::format("KV cache of the {} prompt ({}) at layers {}, {}-aligned{}{}", role_name(opt.source),
+                               opt.source_label.empty() ? (opt.source_of.empty() ? "same pair" : "other pair")
+                                                        : opt.source_label,
+                               layers.str(), align_name(opt.align), opt.rerotate ? ", keys re-rotated" : "", slots);
+  RowSpliceOptions so;
+  so.layers = layers;
+  so.align = opt.align;
+  so.from_end = opt.from_end;
+  so.rerotate = opt.rerotate;
+  so.rope = cfg.rope;
+  c.prepare = [target, opt, so](const BatchContext& ctx) {
+    const std::vector<size_t>* src_of = opt.source_of.empty() ? nullptr : &opt.source_of;
+    PreparedBatch p;
+    p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    PromptState source = prefill(*ctx.model, ctx.prompts(opt.source, src_of), 0);
+    auto copied = splice_kv_rows(p.state.cache, source.cache, so);
+    for (size_t i = 0; i < ctx.rows.size(); ++i) {
+      p.sources.push_back(detail::source_json(ctx, ctx.rows[i], opt.source, src_of));
+      p.notes.push_back({{"slots_copied", copied[i]}});
+    }
+    return p;
+  };
+  return c;
+}
+
+/// Where a single-pass patch acts.
+enum class PatchSite { V, Q, K, QKV, Resid };
+
+inline const char* patch_site_name(PatchSite s) {
+  switch (s) {
+    case PatchSite::V: return "v";
+    case PatchSite::Q: return "q";
+    case PatchSite::K: return "k";
+    case PatchSite::QKV: return "qkv";
+    case PatchSite::Resid: return "resid";
+  }
+  return "?";
+}
+
+/// Hook names a patch of `site` at `layers` replaces.
+inline std::vector<std::string> patch_hooks(PatchSite site, LayerRange layers) {
+  std::vector<std::string> out;
+  for (int64_t l = layers.begin; l < layers.end; ++l) {
+    const std::string b = "blocks." + std::to_string(l) + ".";
+    switch (site) {
+      case PatchSite::V: out.push_back(b + "attn.hook_v"); break;
+      case PatchSite::Q: out.push_back(b + "attn.hook_q"); break;
+      case PatchSite::K: out.push_back(b + "attn.hook_k"); break;
+      case PatchSite::QKV:
+        for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v"}) out.push_back(b + s);
+        break;
+      case PatchSite::Resid: out.push_back(b + "hook_resid_post"); break;
+    }
+  }
+  return out;
+}
+
+/// The target prompt prefilled while the activations at `site` and `layers` of its prefilled
+/// tokens are replaced by the source prompt's (same pair), row-aligned. The patch acts in the
+/// prefill forward only; decoding runs unpatched on the cache that pass wrote.
+inline Condition single_pass_patch(std::string name, Role target, Role source, PatchSite site, LayerRange layers,
+                                   const ModelConfig& cfg, Align align = Align::Right) {
+  layers.check(cfg.n_layers(), "patch layers");
+  Condition c;
+  c.name = std::move(name);
+  c.target = target;
+  c.layers = layers.str();
+  c.intervention = fmt::format("single-pass patch of {} at layers {} from the {} prompt (prefill only), {}-aligned",
+                               patch_site_name(site), layers.str(), role_name(source), align_name(align));
+  const auto hooks = patch_hooks(site, layers);
+  c.prepare = [target, source, hooks, align](const BatchContext& ctx) {
+    at::NoGradGuard no_grad;
+    PreparedBatch p;
+    std::vector<int64_t> ns, nt;
+    auto [ids, mask] = detail::left_pad(detail::without_last(ctx.prompts(source)), ns);
+    for (const auto& t : ctx.prompts(target)) nt.push_back(static_cast<int64_t>(t.size()) - 1);
+    CacheOptions co;
+    co.names = hooks;
+    ForwardOptions fo;
+    fo.last_position_only = true;
+    fo.attention_mask = mask;
+    auto cached = ctx.model->run_with_cache(ids, co, fo).second;
+    {
+      auto scope = ctx.model->apply(row_patch(hooks, cached, ns, nt, align));
+      p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    }
+    for (size_t i = 0; i < ctx.rows.size(); ++i) {
+      p.sources.push_back(detail::source_json(ctx, ctx.rows[i], source, nullptr));
+      p.notes.push_back(nullptr);
+    }
+    return p;
+  };
+  return c;
+}
+
+}  // namespace mechlens::experiments

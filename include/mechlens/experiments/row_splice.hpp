@@ -1,0 +1,132 @@
+#pragma once
+/// \file
+/// KV splices of left-padded batches, row by row. The library's splice_kv (interventions/
+/// kv_splice.hpp) aligns slots by storage index, the same for every row; in a batch of pairs
+/// whose prompts differ in length that would copy padding into real slots of some rows. Here each
+/// row is aligned on its own real tokens: row r of the target gets row r of the source (or row 0
+/// of a batch-1 source), with splice_kv's rules per row — `right` (the last m = min(n_src, n_tgt)
+/// real slots of each), `left` (the first m), or exact (equal lengths, else an error naming the
+/// row and both lengths). Target slots keep their own positions and validity; keys keep the
+/// source's rotation unless `rerotate`.
+///
+/// `from_end` selects, among the aligned target slots, those at these distances from the end of
+/// the row's prefilled prompt (1 = the last prefilled slot): the token-position analysis.
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/core/selection.hpp"
+#include "mechlens/interventions/kv_splice.hpp"
+#include "mechlens/interventions/patch.hpp"
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/rotary.hpp"
+
+namespace mechlens::experiments {
+
+struct RowSpliceOptions {
+  std::optional<LayerRange> layers;  ///< default: all
+  Align align = Align::Right;
+  /// Copy only target slots at these distances from the row's end (1 = last prefilled slot);
+  /// empty = every aligned slot.
+  std::vector<int64_t> from_end;
+  bool rerotate = false;
+  std::optional<RopeConfig> rope;  ///< needed by rerotate
+};
+
+/// Real (non-padding) slots of each row of a left-padded cache.
+inline std::vector<int64_t> real_lengths(const KVCache& cache) {
+  std::vector<int64_t> out;
+  if (cache.length() == 0) return std::vector<int64_t>(static_cast<size_t>(cache.batch()), 0);
+  at::Tensor counts = cache.valid().to(at::kLong).sum(1).cpu();
+  for (int64_t r = 0; r < cache.batch(); ++r) out.push_back(counts[r].item<int64_t>());
+  return out;
+}
+
+/// The (target slot, source slot) storage indices row r copies.
+inline std::vector<std::pair<int64_t, int64_t>> row_splice_slots(int64_t target_len, int64_t n_target,
+                                                                 int64_t source_len, int64_t n_source,
+                                                                 const RowSpliceOptions& opt, int64_t row) {
+  MECHLENS_CHECK(n_target == n_source || opt.align != Align::Exact, ArgumentError,
+                 "KV splice, row {}: the source prompt has {} prefilled slots and the target {}; prompts of different "
+                 "lengths need an alignment (left or right)",
+                 row, n_source, n_target);
+  SpliceOptions so;
+  so.align = opt.align == Align::Exact ? Align::Left : opt.align;
+  auto pairs = splice_slot_pairs(n_target, n_source, so);
+  if (!opt.from_end.empty()) {
+    std::vector<std::pair<int64_t, int64_t>> kept;
+    for (int64_t k : opt.from_end) {
+      MECHLENS_CHECK(k >= 1, ArgumentError, "KV splice: distance from the end {} must be >= 1", k);
+      const int64_t t = n_target - k;
+      auto it = std::find_if(pairs.begin(), pairs.end(), [&](auto& p) { return p.first == t; });
+      // A prompt shorter than k has no such slot: nothing to copy for it (recorded by the caller).
+      if (it != pairs.end()) kept.push_back(*it);
+    }
+    pairs = std::move(kept);
+  }
+  for (auto& [t, s] : pairs) {
+    t += target_len - n_target;  // left padding comes first
+    s += source_len - n_source;
+  }
+  return pairs;
+}
+
+/// Splices `source` into `target` row by row (see the file comment). Returns, per target row, the
+/// number of slots copied.
+inline std::vector<int64_t> splice_kv_rows(KVCache& target, const KVCache& source, const RowSpliceOptions& opt = {}) {
+  at::NoGradGuard no_grad;
+  MECHLENS_CHECK(source.n_layers() == target.n_layers() && source.n_kv_heads() == target.n_kv_heads() &&
+                     source.d_head() == target.d_head(),
+                 ShapeError, "KV splice: source cache [layers {}, kv_heads {}, d_head {}] vs target [layers {}, kv_heads {}, d_head {}]",
+                 source.n_layers(), source.n_kv_heads(), source.d_head(), target.n_layers(), target.n_kv_heads(),
+                 target.d_head());
+  MECHLENS_CHECK(source.batch() == target.batch() || source.batch() == 1, ShapeError,
+                 "KV splice: source batch {} vs target batch {} (expected equal, or a source of 1)", source.batch(),
+                 target.batch());
+  MECHLENS_CHECK(!opt.rerotate || opt.rope.has_value(), ArgumentError, "KV splice: rerotate needs the model's rope configuration");
+  const LayerRange layers = opt.layers.value_or(LayerRange{0, target.n_layers()});
+  layers.check(target.n_layers(), "KV splice layers");
+  const auto nt = real_lengths(target), ns = real_lengths(source);
+  at::Tensor t_pos = target.positions().cpu(), s_pos = source.positions().cpu();
+  std::vector<int64_t> copied;
+  for (int64_t r = 0; r < target.batch(); ++r) {
+    const int64_t rs = source.batch() == 1 ? 0 : r;
+    auto pairs = row_splice_slots(target.length(), nt[static_cast<size_t>(r)], source.length(),
+                                  ns[static_cast<size_t>(rs)], opt, r);
+    copied.push_back(static_cast<int64_t>(pairs.size()));
+    if (pairs.empty()) continue;
+    std::vector<int64_t> ti, si;
+    for (auto [t, s] : pairs) ti.push_back(t), si.push_back(s);
+    auto idx = at::TensorOptions().dtype(at::kLong);
+    at::Tensor t_idx = at::tensor(ti, idx).to(target.device()), s_idx = at::tensor(si, idx).to(source.device());
+    for (int which = 0; which < 2; ++which) {
+      const at::Tensor& src_store = which == 0 ? source.key_storage() : source.value_storage();
+      at::Tensor& dst_store = which == 0 ? target.key_storage() : target.value_storage();
+      // [layers, kv, m, d]
+      at::Tensor moved = src_store.narrow(0, layers.begin, layers.size()).select(1, rs).index_select(2, s_idx)
+                             .to(dst_store.device(), dst_store.scalar_type());
+      if (which == 0 && opt.rerotate) {
+        // Rotations compose: rotating a key rotated at s by (t - s) gives the key rotated at t.
+        at::Tensor delta = (t_pos[r].index_select(0, at::tensor(ti, idx)) - s_pos[rs].index_select(0, at::tensor(si, idx)))
+                               .view({1, -1}).to(target.device());
+        at::Tensor inv_freq = rope_inverse_frequencies(*opt.rope, target.d_head(), target.device());
+        RotaryAngles angles = rotary_angles(inv_freq, delta, at::kFloat);  // [1, m, d]
+        const auto L = moved.size(0), kv = moved.size(1), m = moved.size(2), d = moved.size(3);
+        at::Tensor flat = moved.to(at::kFloat).permute({2, 0, 1, 3}).reshape({1, m, L * kv, d});  // [1, m, L*kv, d]
+        moved = apply_rotary(flat, angles).reshape({m, L, kv, d}).permute({1, 2, 0, 3}).to(dst_store.scalar_type());
+      }
+      dst_store.narrow(0, layers.begin, layers.size()).select(1, r).index_copy_(2, t_idx, moved.contiguous());
+    }
+  }
+  return copied;
+}
+
+}  // namespace mechlens::experiments

@@ -1,0 +1,171 @@
+#pragma once
+/// \file
+/// Study: runs conditions over every pair in batches, samples the generations, scores them and
+/// appends one record per generation to the run's RecordLog as each batch finishes.
+///
+///   experiments::Study study(*model, tokenizer, scorer, pairs, encoded, settings, log);
+///   study.run(experiments::natural(Role::Baseline));
+///   study.run(experiments::kv_transfer("baseline+recursive_kv", Role::Baseline, {...}, cfg));
+///
+/// Batches are fixed chunks of the pair list, and batch k's sampler is seeded from (--seed, k)
+/// alone, so every condition draws the same random numbers for the same pairs (common random
+/// numbers: paired contrasts compare conditions, not sampler luck), and a batch rerun after a
+/// kill reproduces what it would have written. With a resumed log, a batch whose records all
+/// exist is skipped; a batch with some missing is decoded again and only the missing rows are
+/// written.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/experiments/conditions.hpp"
+#include "mechlens/experiments/progress.hpp"
+#include "mechlens/experiments/prompt_encoding.hpp"
+#include "mechlens/experiments/prompt_pairs.hpp"
+#include "mechlens/experiments/records.hpp"
+#include "mechlens/generation/generate.hpp"
+#include "mechlens/metrics/behaviour.hpp"
+#include "mechlens/models/model.hpp"
+#include "mechlens/tokenizer/tokenizer.hpp"
+
+namespace mechlens::experiments {
+
+struct StudySettings {
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 50;
+  double temperature = 0.7;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  int64_t batch_size = 16;
+  std::vector<int64_t> stop_tokens;  ///< besides the model's eos ids
+
+  nlohmann::json sampling_json() const {
+    return {{"temperature", temperature}, {"top_k", top_k}, {"top_p", top_p}, {"max_new_tokens", max_new_tokens}};
+  }
+};
+
+/// The sampler seed of batch k: SplitMix64 of (seed, k).
+inline uint64_t batch_seed(uint64_t seed, int64_t batch) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(batch + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+class Study {
+ public:
+  Study(ModelImpl& model, const Tokenizer& tokenizer, const metrics::Scorer& scorer, std::vector<PromptPair> pairs,
+        std::vector<EncodedPair> encoded, StudySettings settings, RecordLog& log, Progress* progress = nullptr)
+      : model_(model), tok_(tokenizer), scorer_(scorer), pairs_(std::move(pairs)), encoded_(std::move(encoded)),
+        settings_(std::move(settings)), log_(log), progress_(progress) {
+    MECHLENS_CHECK(pairs_.size() == encoded_.size(), ArgumentError, "Study: {} pairs but {} encoded pairs",
+                   pairs_.size(), encoded_.size());
+    MECHLENS_CHECK(settings_.batch_size >= 1, ArgumentError, "Study: batch size {} must be >= 1", settings_.batch_size);
+  }
+
+  const std::vector<PromptPair>& pairs() const { return pairs_; }
+  const std::vector<EncodedPair>& encoded() const { return encoded_; }
+  const StudySettings& settings() const { return settings_; }
+  RecordLog& log() { return log_; }
+  size_t n_batches() const { return (pairs_.size() + static_cast<size_t>(settings_.batch_size) - 1) / static_cast<size_t>(settings_.batch_size); }
+
+  /// Generations one run of `c` makes (one per pair).
+  int64_t size() const { return static_cast<int64_t>(pairs_.size()); }
+
+  /// Runs `c` for every pair not yet recorded under it.
+  void run(const Condition& c) {
+    MECHLENS_CHECK(static_cast<bool>(c.prepare), ArgumentError, "condition '{}' has no prepare function", c.name);
+    for (size_t b = 0; b < n_batches(); ++b) {
+      BatchContext ctx;
+      ctx.model = &model_;
+      ctx.pairs = &pairs_;
+      ctx.encoded = &encoded_;
+      ctx.batch_index = static_cast<int64_t>(b);
+      ctx.max_new_tokens = settings_.max_new_tokens;
+      const size_t lo = b * static_cast<size_t>(settings_.batch_size);
+      const size_t hi = std::min(pairs_.size(), lo + static_cast<size_t>(settings_.batch_size));
+      bool missing = false;
+      for (size_t i = lo; i < hi; ++i) {
+        ctx.rows.push_back(i);
+        missing = missing || !log_.contains(GenerationRecord::record_id(c.name, pairs_[i].id));
+      }
+      if (!missing) {
+        if (progress_) progress_->skip(static_cast<int64_t>(hi - lo));
+        continue;
+      }
+      run_batch(c, ctx);
+      if (progress_) progress_->advance(static_cast<int64_t>(hi - lo));
+    }
+  }
+
+  /// The recorded scores of condition `name`, in pair order; NotFoundError when one is missing.
+  std::vector<double> scores(const std::string& name) const {
+    std::vector<double> out;
+    for (const auto& p : pairs_) {
+      const auto* r = log_.find(GenerationRecord::record_id(name, p.id));
+      MECHLENS_CHECK(r != nullptr, NotFoundError, "no record of condition '{}' for pair '{}'", name, p.id);
+      out.push_back(r->score);
+    }
+    return out;
+  }
+
+ private:
+  void run_batch(const Condition& c, const BatchContext& ctx) {
+    PreparedBatch prepared = c.prepare(ctx);
+    GenerationOptions go;
+    go.max_new_tokens = settings_.max_new_tokens;
+    go.sampling.temperature = settings_.temperature;
+    go.sampling.top_k = settings_.top_k;
+    go.sampling.top_p = settings_.top_p;
+    go.sampling.seed = batch_seed(settings_.seed, ctx.batch_index);
+    go.stop_tokens = settings_.stop_tokens;
+    GenerationResult result = decode(model_, prepared.state, go);
+    prepared.decoding_scope.reset();
+    std::vector<nlohmann::json> extra(ctx.rows.size(), nlohmann::json::object());
+    if (prepared.finish) prepared.finish(result, extra);
+    for (size_t i = 0; i < ctx.rows.size(); ++i) {
+      const PromptPair& pair = pairs_[ctx.rows[i]];
+      GenerationRecord r;
+      r.condition = c.name;
+      r.pair_id = pair.id;
+      if (log_.contains(r.id())) continue;
+      r.prompt_role = role_name(c.target);
+      r.prompt = pair.text(c.target);
+      r.prompt_ids = encoded_[ctx.rows[i]].ids(c.target);
+      r.source = i < prepared.sources.size() ? prepared.sources[i] : nlohmann::json();
+      r.intervention = c.intervention;
+      r.layers = c.layers;
+      r.seed = settings_.seed;
+      r.sampler_seed = go.sampling.seed;
+      r.batch = ctx.batch_index;
+      r.sampling = settings_.sampling_json();
+      r.ids = result.tokens[i];
+      r.stopped = result.stopped[i];
+      std::vector<int64_t> text_ids = r.ids;
+      if (r.stopped && !text_ids.empty()) text_ids.pop_back();  // the stop token is not text
+      r.text = tok_.decode(text_ids, /*skip_special_tokens=*/true);
+      r.score = scorer_.score_item({r.id(), r.text});
+      r.scorer = scorer_.name();
+      r.extra = extra[i];
+      if (i < prepared.notes.size() && !prepared.notes[i].is_null())
+        for (auto it = prepared.notes[i].begin(); it != prepared.notes[i].end(); ++it) r.extra[it.key()] = it.value();
+      log_.append(r);
+    }
+    log_.sync();
+  }
+
+  ModelImpl& model_;
+  const Tokenizer& tok_;
+  const metrics::Scorer& scorer_;
+  std::vector<PromptPair> pairs_;
+  std::vector<EncodedPair> encoded_;
+  StudySettings settings_;
+  RecordLog& log_;
+  Progress* progress_;
+};
+
+}  // namespace mechlens::experiments

@@ -1,0 +1,84 @@
+#pragma once
+/// \file
+/// CudaGraphStep: one decoding step captured as a CUDA graph and replayed for every later token,
+/// so a step costs one graph launch instead of ~1,500 LibTorch dispatches. The step is the
+/// static-shape forward (ForwardOptions::slot): keys and values are written at a device-side slot
+/// index and attention covers the cache's whole capacity, masked by slot validity, so every
+/// replay has the same shapes and addresses. Compiled only where LibTorch has CUDA
+/// (MECHLENS_WITH_CUDA); decode() uses it on CUDA when no hook is attached (hooks with host-side
+/// logic could not change between replays).
+
+#ifdef MECHLENS_WITH_CUDA
+
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/model.hpp"
+
+namespace mechlens {
+
+class CudaGraphStep {
+ public:
+  CudaGraphStep(ModelImpl& model, KVCache& cache)
+      : model_(model), cache_(cache) {
+    auto opts = at::TensorOptions().dtype(at::kLong).device(model.device());
+    token_ = at::zeros({cache.batch(), 1}, opts);
+    position_ = at::zeros({cache.batch(), 1}, opts);
+    slot_ = at::zeros({1}, opts);
+  }
+
+  /// Runs one step for token / position [batch, 1] (on the device) and returns the logits
+  /// [batch, vocab]. The first call runs eagerly (warming up cuBLAS and the allocator on this
+  /// stream), the second captures, later ones replay. Must run on a non-default stream.
+  at::Tensor operator()(const at::Tensor& token, const at::Tensor& position) {
+    const int64_t length = cache_.length();
+    MECHLENS_CHECK(length < cache_.capacity(), ArgumentError,
+                   "CUDA-graph decoding: the KV cache is full ({} slots); reserve room before decoding",
+                   cache_.capacity());
+    token_.copy_(token);
+    position_.copy_(position);
+    slot_.fill_(length);
+    at::Tensor logits;
+    if (calls_ == 0) {
+      logits = step();
+    } else {
+      if (!graph_) {
+        graph_.emplace();
+        graph_->capture_begin();
+        out_ = step();
+        graph_->capture_end();
+      }
+      graph_->replay();
+      logits = out_;
+    }
+    ++calls_;
+    cache_.set_length(length + 1, cache_.has_padding());
+    return logits;
+  }
+
+ private:
+  at::Tensor step() {
+    ForwardOptions opt;
+    opt.cache = &cache_;
+    opt.positions = position_;
+    opt.slot = slot_;
+    opt.last_position_only = true;
+    opt.step = 1;
+    return model_.forward(token_, opt).select(1, 0);
+  }
+
+  ModelImpl& model_;
+  KVCache& cache_;
+  at::Tensor token_, position_, slot_, out_;
+  std::optional<at::cuda::CUDAGraph> graph_;
+  int64_t calls_ = 0;
+};
+
+}  // namespace mechlens
+
+#endif  // MECHLENS_WITH_CUDA
