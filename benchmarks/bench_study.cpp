@@ -1,0 +1,294 @@
+// The DEC7 study's workloads at Llama-3-8B shape (issue 10), measured — never asserted. Random
+// bf16 weights are built in memory (no download); benchmarks/hf_baseline.py runs the same
+// workloads with transformers and benchmarks/compare.py prints one table with ratios.
+//
+//   bench_study --device cuda --out mechlens.json          # Llama-3-8B shape, bf16
+//   bench_study --tiny --device cpu                         # a small model, to try it anywhere
+//
+// Workloads (each repeated, median reported):
+//   decode_splice   batch-1 decode of 128 new tokens after a 64-token prompt whose KV cache has
+//                   layers 16:32 spliced from another 64-token prompt (greedy)
+//   decode_plain    the same without the splice
+//   phase1          100 prompt pairs of 64 tokens, 4 conditions (baseline, recursive, baseline +
+//                   recursive KV, recursive + baseline KV), 50 new tokens at temperature 0.7, all
+//                   400 generations in one batch
+//   rv              R_V (layers 4 and 24, W = 16) over 1,000 prompts of 64 tokens
+//   forward_*       forward throughput, batch 32 x 64 tokens: plain, a no-op hook attached at
+//                   every hook point but hook_pattern, and an activation cache of every hook_v
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <mechlens/core/dtype.hpp>
+#include <mechlens/experiments/rv.hpp>
+#include <mechlens/generation/generate.hpp>
+#include <mechlens/interventions/kv_splice.hpp>
+#include <mechlens/models/model.hpp>
+
+#ifdef MECHLENS_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+using namespace mechlens;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+ModelConfig llama3_8b_shape() {
+  ModelConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 128256;
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_hidden_layers = 32;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.head_dim = 128;
+  c.rms_norm_eps = 1e-5;
+  c.max_position_embeddings = 8192;
+  c.rope = {"llama3", 500000.0, 8.0, 1.0, 4.0, 8192};
+  return c;
+}
+
+ModelConfig tiny_shape() {
+  ModelConfig c = llama3_8b_shape();
+  c.vocab_size = 512;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 32;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  return c;
+}
+
+void sync(const at::Device& d) {
+#ifdef MECHLENS_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::device_synchronize();
+#endif
+  (void)d;
+}
+
+void reset_peak(const at::Device& d) {
+#ifdef MECHLENS_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
+#endif
+  (void)d;
+}
+
+/// Peak bytes allocated on the GPU since the last reset (0 on the CPU).
+double peak_gib(const at::Device& d) {
+#ifdef MECHLENS_WITH_CUDA
+  if (d.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1ull << 30);
+  }
+#endif
+  (void)d;
+  return 0.0;
+}
+
+double seconds_of(const at::Device& d, const std::function<void()>& fn) {
+  sync(d);
+  auto t0 = Clock::now();
+  fn();
+  sync(d);
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+std::vector<std::vector<int64_t>> random_prompts(int64_t n, int64_t len, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> token(3, vocab - 1);
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(n));
+  for (auto& p : out)
+    for (int64_t i = 0; i < len; ++i) p.push_back(token(rng));
+  return out;
+}
+
+struct Recorder {
+  nlohmann::json rows = nlohmann::json::array();
+  void add(const std::string& workload, const std::string& metric, double value, const std::string& unit,
+           const std::string& note = "") {
+    rows.push_back({{"workload", workload}, {"metric", metric}, {"value", value}, {"unit", unit}, {"note", note}});
+    std::printf("%-16s %-26s %12.3f %s %s\n", workload.c_str(), metric.c_str(), value, unit.c_str(), note.c_str());
+    std::fflush(stdout);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mechlens study workloads at Llama-3-8B shape (bf16, random weights)"};
+  std::string device = "cuda", dtype = "bfloat16", out_path;
+  bool tiny = false;
+  int repeats = 3;
+  std::vector<std::string> only;
+  app.add_option("--device", device, "cpu or cuda")->capture_default_str();
+  app.add_option("--dtype", dtype, "model dtype")->capture_default_str();
+  app.add_flag("--tiny", tiny, "a small 32-layer model instead of Llama-3-8B shape (smoke test)");
+  app.add_option("--repeats", repeats, "repetitions per workload (median reported)")->capture_default_str();
+  app.add_option("--only", only, "run only these workloads (decode_splice, decode_plain, phase1, rv, forward)");
+  app.add_option("--out", out_path, "write the measurements as JSON here");
+  CLI11_PARSE(app, argc, argv);
+  auto want = [&](const std::string& w) { return only.empty() || std::find(only.begin(), only.end(), w) != only.end(); };
+
+  at::NoGradGuard no_grad;
+  const at::Device dev = parse_device(device);
+  const ModelConfig cfg = tiny ? tiny_shape() : llama3_8b_shape();
+  auto options = at::TensorOptions().dtype(parse_dtype(dtype)).device(dev);
+  Model model(cfg, options);
+  {
+    // Random N(0, 0.02) weights drawn on the device, norms 1: the work does not depend on them.
+    at::manual_seed(1234);
+    for (auto& p : model->named_parameters())
+      if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
+      else p.value().normal_(0.0, 0.02);
+  }
+  int64_t weight_bytes = 0;
+  for (auto& p : model->parameters()) weight_bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  const int64_t kv_bytes_per_token = 2 * cfg.n_layers() * cfg.n_kv_heads() * cfg.d_head() *
+                                     static_cast<int64_t>(c10::elementSize(options.dtype().toScalarType()));
+  Recorder rec;
+  rec.add("model", "weight_bytes", static_cast<double>(weight_bytes) / (1ull << 30), "GiB",
+          tiny ? "tiny shape" : "Llama-3-8B shape");
+  rec.add("model", "kv_bytes_per_token", static_cast<double>(kv_bytes_per_token) / 1024.0, "KiB");
+
+  const int64_t prompt_len = 64;
+  // --- batch-1 decode with and without a KV splice of layers 16:32 ----------------------------
+  for (bool splice : {true, false}) {
+    const std::string name = splice ? "decode_splice" : "decode_plain";
+    if (!want(name)) continue;
+    auto prompts = random_prompts(2, prompt_len, cfg.vocab_size, 7);
+    GenerationOptions g;
+    g.max_new_tokens = 128;
+    g.use_model_eos = false;
+    std::vector<double> times;
+    double peak = 0;
+    for (int r = 0; r < repeats + 1; ++r) {  // the first run warms up (and captures nothing twice)
+      reset_peak(dev);
+      PromptState target = prefill(*model, prompts[0], g.max_new_tokens);
+      if (splice) {
+        PromptState source = prefill(*model, prompts[1], 0);
+        SpliceOptions s;
+        s.layers = LayerRange{16, 32};
+        splice_kv(target.cache, source.cache, s);
+      }
+      double t = seconds_of(dev, [&] { decode(*model, target, g); });
+      if (r > 0) times.push_back(t);
+      peak = std::max(peak, peak_gib(dev));
+    }
+    rec.add(name, "new_tokens_per_s", 128.0 / median(times), "tok/s", "decode only, batch 1");
+    rec.add(name, "peak_gib", peak, "GiB");
+  }
+
+  // --- phase 1: 100 pairs, 4 conditions, 50 new tokens at T = 0.7, one batch -------------------
+  if (want("phase1")) {
+    const int64_t pairs = 100, n_new = 50;
+    auto base = random_prompts(pairs, prompt_len, cfg.vocab_size, 11);
+    auto recu = random_prompts(pairs, prompt_len, cfg.vocab_size, 13);
+    std::vector<double> times;
+    double peak = 0;
+    for (int r = 0; r < repeats + 1; ++r) {
+      reset_peak(dev);
+      double t = seconds_of(dev, [&] {
+        std::vector<std::vector<int64_t>> all = base;
+        all.insert(all.end(), recu.begin(), recu.end());
+        PromptState both = prefill(*model, all, 0);  // rows 0..99 baseline, 100..199 recursive
+        // Conditions: baseline, recursive, baseline + recursive KV, recursive + baseline KV.
+        std::vector<int64_t> cache_rows, pending_rows;
+        for (int64_t c = 0; c < 4; ++c)
+          for (int64_t i = 0; i < pairs; ++i) {
+            const bool rec_cache = c == 1 || c == 2, rec_pending = c == 1 || c == 3;
+            cache_rows.push_back(rec_cache ? pairs + i : i);
+            pending_rows.push_back(rec_pending ? pairs + i : i);
+          }
+        auto rows = [&](const std::vector<int64_t>& v) { return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(dev); };
+        PromptState run;
+        run.cache = both.cache.select_rows(rows(cache_rows), prompt_len + n_new);
+        run.pending = both.pending.index_select(0, rows(pending_rows));
+        run.position = both.position.index_select(0, rows(pending_rows));
+        GenerationOptions g;
+        g.max_new_tokens = n_new;
+        g.use_model_eos = false;
+        g.sampling.temperature = 0.7;
+        g.sampling.seed = 1;
+        decode(*model, run, g);
+      });
+      if (r > 0) times.push_back(t);
+      peak = std::max(peak, peak_gib(dev));
+    }
+    rec.add("phase1", "new_tokens_per_s", 4.0 * pairs * n_new / median(times), "tok/s",
+            "400 generations x 50 tokens incl. prefill and KV transfer, one batch");
+    rec.add("phase1", "seconds", median(times), "s");
+    rec.add("phase1", "peak_gib", peak, "GiB");
+  }
+
+  // --- R_V over 1,000 prompts -----------------------------------------------------------------
+  if (want("rv")) {
+    const int64_t n = 1000, batch = 250;
+    auto prompts = random_prompts(n, prompt_len, cfg.vocab_size, 17);
+    RvOptions o;
+    o.early = 4;
+    o.late = 24;
+    std::vector<double> times;
+    double peak = 0;
+    for (int r = 0; r < repeats + 1; ++r) {
+      reset_peak(dev);
+      double t = seconds_of(dev, [&] {
+        for (int64_t i = 0; i < n; i += batch) {
+          std::vector<std::vector<int64_t>> chunk(prompts.begin() + i, prompts.begin() + std::min(n, i + batch));
+          measure_rv(*model, chunk, o);
+        }
+      });
+      if (r > 0) times.push_back(t);
+      peak = std::max(peak, peak_gib(dev));
+    }
+    rec.add("rv", "prompts_per_s", n / median(times), "prompts/s", "batches of 250, stops after layer 24");
+    rec.add("rv", "peak_gib", peak, "GiB");
+  }
+
+  // --- forward throughput with hooks ----------------------------------------------------------
+  if (want("forward")) {
+    auto prompts = random_prompts(32, prompt_len, cfg.vocab_size, 19);
+    std::vector<int64_t> flat;
+    for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
+    at::Tensor ids = at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({32, prompt_len}).to(dev);
+    for (const char* mode : {"plain", "noop_hooks", "cache_hook_v", "plain_again"}) {
+      HookHandle hooks;
+      std::optional<ActivationCache> cache;
+      if (std::string(mode) == "noop_hooks")
+        hooks = model->hooks().add_hook([](const std::string& n) { return n.find("hook_pattern") == std::string::npos; },
+                                        [](const at::Tensor&, const HookContext&) { return std::nullopt; });
+      if (std::string(mode) == "cache_hook_v") {
+        CacheOptions co;
+        co.names = {"blocks.*.attn.hook_v"};
+        cache = ActivationCache::attach(model->hooks(), co);
+      }
+      std::vector<double> times;
+      reset_peak(dev);
+      for (int r = 0; r < 3 * repeats + 2; ++r) {
+        double t = seconds_of(dev, [&] { model->forward(ids); });
+        if (r >= 2) times.push_back(t);
+      }
+      rec.add(std::string("forward_") + mode, "tokens_per_s", 32.0 * prompt_len / median(times), "tok/s",
+              "batch 32 x 64, full logits");
+      rec.add(std::string("forward_") + mode, "peak_gib", peak_gib(dev), "GiB");
+    }
+  }
+
+  if (!out_path.empty()) std::ofstream(out_path) << nlohmann::json{{"tool", "mechlens"}, {"rows", rec.rows}}.dump(1);
+  return 0;
+}

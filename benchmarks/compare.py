@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""One table from bench_study's and hf_baseline.py's JSON: medians and mechlens/HF ratios."""
+import json
+import sys
+
+BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8}  # HBM bandwidth of the SXM parts, TB/s
+
+
+def load(path):
+    with open(path) as f:
+        d = json.load(f)
+    return d, {(r["workload"], r["metric"]): r["value"] for r in d["rows"]}
+
+
+def main():
+    ml_doc, ml = load(sys.argv[1])
+    hf_doc, hf = load(sys.argv[2])
+    gpu = hf_doc.get("device", "?")
+    print(f"GPU: {gpu}\n")
+    pairs = [
+        ("batch-1 decode, KV splice 16:32 (tok/s)", ("decode_splice", "new_tokens_per_s"), ("decode_splice_loop", "new_tokens_per_s")),
+        ("batch-1 decode, plain (tok/s) vs HF generate", ("decode_plain", "new_tokens_per_s"), ("generate_plain", "new_tokens_per_s")),
+        ("phase 1, 400 x 50 tokens (tok/s) vs HF batched 32", ("phase1", "new_tokens_per_s"), ("phase1_batched32", "new_tokens_per_s")),
+        ("phase 1 (tok/s) vs HF one pair at a time", ("phase1", "new_tokens_per_s"), ("phase1_loop", "new_tokens_per_s")),
+        ("R_V, 1,000 prompts (prompts/s) vs HF hooked", ("rv", "prompts_per_s"), ("rv_hooked", "prompts_per_s")),
+        ("forward, batch 32 x 64 (tok/s)", ("forward_plain", "tokens_per_s"), ("forward_plain", "tokens_per_s")),
+    ]
+    print(f"| workload | mechlens | transformers | ratio |\n|---|---|---|---|")
+    for label, a, b in pairs:
+        if a in ml and b in hf:
+            print(f"| {label} | {ml[a]:.1f} | {hf[b]:.1f} | {ml[a] / hf[b]:.2f}x |")
+    plain = ml.get(("forward_plain", "tokens_per_s"))
+    for mode in ("noop_hooks", "cache_hook_v"):
+        v = ml.get((f"forward_{mode}", "tokens_per_s"))
+        if plain and v:
+            print(f"| forward with {mode} vs plain (mechlens) | {v:.1f} | {plain:.1f} | {v / plain:.3f}x |")
+    wb = ml.get(("model", "weight_bytes"))
+    bw = next((v for k, v in BANDWIDTH_TBS.items() if k in gpu), None)
+    if wb and bw and ("decode_splice", "new_tokens_per_s") in ml:
+        bound = bw * 1e12 / (wb * 2**30)
+        got = ml[("decode_splice", "new_tokens_per_s")]
+        print(f"\ndecode bound: {wb:.2f} GiB of weights / {bw} TB/s = {bound:.0f} tok/s; mechlens reaches "
+              f"{got:.0f} tok/s = {100 * got / bound:.0f} % of it")
+    kv = ml.get(("model", "kv_bytes_per_token"))
+    print("\n| workload | mechlens peak GiB | transformers peak GiB | weights + KV cache GiB |\n|---|---|---|---|")
+    kv_tokens = {"decode_splice": 64 + 128, "phase1": 400 * 114 + 200 * 63, "rv": 0, "forward_plain": 0}
+    hf_name = {"decode_splice": "decode_splice_loop", "phase1": "phase1_batched32", "rv": "rv_hooked",
+               "forward_plain": "forward_plain"}
+    for w, tokens in kv_tokens.items():
+        if (w, "peak_gib") in ml:
+            need = wb + (kv or 0) * tokens / 2**20
+            print(f"| {w} | {ml[(w, 'peak_gib')]:.2f} | {hf.get((hf_name[w], 'peak_gib'), float('nan')):.2f} | {need:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
