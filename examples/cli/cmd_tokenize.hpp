@@ -66,23 +66,28 @@ struct TokenizeCommand {
 
 struct DecodeCommand {
   std::string tokenizer;
-  std::string ids;
+  std::vector<std::string> ids;
   bool skip_special = false;
 
   void add(CLI::App& app) {
     app.add_option("--tokenizer", tokenizer, "tokenizer.json, or a checkpoint folder holding one")
         ->required()
         ->check(CLI::ExistingPath);
-    app.add_option("--ids", ids, "token ids to decode: 1,2,3")->required();
+    app.add_option("--ids", ids, "token ids to decode: 1,2,3; repeat for several lists, one output line each")
+        ->required()
+        ->allow_extra_args(false);
     app.add_flag("--skip-special", skip_special,
                  "leave out special tokens such as <s> or <|eot_id|> (default: keep them, as HF's decode does)");
   }
 
   int run() {
-    const auto list = parse_ids("--ids", ids);
+    std::vector<std::vector<int64_t>> lists;
+    for (const auto& text : ids) lists.push_back(parse_ids("--ids", text));
     Tokenizer tok = blame("--tokenizer", [&] { return Tokenizer::from_file(tokenizer); });
-    const std::string text = blame("--ids", [&] { return tok.decode(list, skip_special); });
-    print_json({{"text", text}, {"tokens", tok.tokens(list)}});
+    for (const auto& list : lists) {
+      const std::string text = blame("--ids", [&] { return tok.decode(list, skip_special); });
+      print_json({{"text", text}, {"tokens", tok.tokens(list)}});
+    }
     return 0;
   }
 };
