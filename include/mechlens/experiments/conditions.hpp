@@ -46,6 +46,13 @@ struct BatchContext {
   std::vector<size_t> rows;  ///< indices of this batch's pairs
   int64_t batch_index = 0;
   int64_t max_new_tokens = 50;
+  /// Called by the standard conditions right before the target prompt's prefill (after any work
+  /// on source prompts): where a probe attaches to record the decoded run only.
+  std::function<void()> before_target_prefill;
+
+  void target_prefill_starts() const {
+    if (before_target_prefill) before_target_prefill();
+  }
 
   /// The `role` prompt of each row's pair, or of pair source_of[row] when given.
   std::vector<std::vector<int64_t>> prompts(Role role, const std::vector<size_t>* source_of = nullptr) const {
@@ -117,6 +124,7 @@ inline Condition natural(Role target, std::string name = "") {
   c.target = target;
   c.prepare = [target](const BatchContext& ctx) {
     PreparedBatch p;
+    ctx.target_prefill_starts();
     p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     p.sources.assign(ctx.rows.size(), nullptr);
     p.notes.assign(ctx.rows.size(), nullptr);
@@ -142,6 +150,7 @@ struct KvTransferOptions {
   Align align = Align::Right;
   bool rerotate = false;
   std::vector<int64_t> from_end;      ///< copy only these slots (distance from the end, 1 = last)
+  std::vector<int64_t> from_start;    ///< ... and these (index from the start, 0 = first)
   std::vector<size_t> source_of;      ///< source pair of each pair; empty = the same pair
   std::string source_label;           ///< in words for records ("same pair", "shuffled pair")
 };
@@ -155,11 +164,13 @@ inline Condition kv_transfer(std::string name, Role target, KvTransferOptions op
   layers.check(cfg.n_layers(), "KV transfer layers");
   c.layers = layers.str();
   std::string slots;
-  if (!opt.from_end.empty()) {
-    slots = " slots from end [";
-    for (size_t i = 0; i < opt.from_end.size(); ++i) slots += (i ? "," : "") + std::to_string(opt.from_end[i]);
-    slots += "]";
-  }
+  auto list = [](const std::vector<int64_t>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s;
+  };
+  if (!opt.from_end.empty()) slots += ", slots at distance [" + list(opt.from_end) + "] from the end";
+  if (!opt.from_start.empty()) slots += ", slots [" + list(opt.from_start) + "] from the start";
   c.intervention = fmt::format("KV cache of the {} prompt ({}) at layers {}, {}-aligned{}{}", role_name(opt.source),
                                opt.source_label.empty() ? (opt.source_of.empty() ? "same pair" : "other pair")
                                                         : opt.source_label,
@@ -168,13 +179,15 @@ inline Condition kv_transfer(std::string name, Role target, KvTransferOptions op
   so.layers = layers;
   so.align = opt.align;
   so.from_end = opt.from_end;
+  so.from_start = opt.from_start;
   so.rerotate = opt.rerotate;
   so.rope = cfg.rope;
   c.prepare = [target, opt, so](const BatchContext& ctx) {
     const std::vector<size_t>* src_of = opt.source_of.empty() ? nullptr : &opt.source_of;
     PreparedBatch p;
-    p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     PromptState source = prefill(*ctx.model, ctx.prompts(opt.source, src_of), 0);
+    ctx.target_prefill_starts();
+    p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     auto copied = splice_kv_rows(p.state.cache, source.cache, so);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       p.sources.push_back(detail::source_json(ctx, ctx.rows[i], opt.source, src_of));
@@ -244,6 +257,7 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
     auto cached = ctx.model->run_with_cache(ids, co, fo).second;
     {
       auto scope = ctx.model->apply(row_patch(hooks, cached, ns, nt, align));
+      ctx.target_prefill_starts();
       p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     }
     for (size_t i = 0; i < ctx.rows.size(); ++i) {

@@ -22,7 +22,7 @@ inline PromptFormat parse_prompt_format(const std::string& s) {
   if (s == "auto") return PromptFormat::Auto;
   if (s == "raw") return PromptFormat::Raw;
   if (s == "chat") return PromptFormat::Chat;
-  detail::raise<ArgumentError>("prompt format '{}' is unknown (expected auto, raw or chat)", s);
+  ::mechlens::detail::raise<ArgumentError>("prompt format '{}' is unknown (expected auto, raw or chat)", s);
 }
 
 inline const char* prompt_format_name(PromptFormat f) {

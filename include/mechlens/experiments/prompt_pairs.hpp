@@ -31,7 +31,7 @@ inline const char* role_name(Role r) { return r == Role::Recursive ? "recursive"
 inline Role parse_role(const std::string& s) {
   if (s == "recursive") return Role::Recursive;
   if (s == "baseline") return Role::Baseline;
-  detail::raise<ArgumentError>("prompt role '{}' is unknown (expected recursive or baseline)", s);
+  ::mechlens::detail::raise<ArgumentError>("prompt role '{}' is unknown (expected recursive or baseline)", s);
 }
 
 struct PromptPair {
@@ -65,7 +65,7 @@ inline PromptPair parse_prompt_pair(const std::string& line, const std::string& 
   try {
     j = nlohmann::json::parse(line);
   } catch (const nlohmann::json::parse_error& e) {
-    detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
+    ::mechlens::detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
   }
   MECHLENS_CHECK(j.is_object(), FormatError, "{}: expected an object {{\"id\", \"recursive\", \"baseline\"}}, got {}",
                  where, j.type_name());

@@ -93,7 +93,7 @@ inline GenerationRecord record_from_json(const nlohmann::json& j, const std::str
     r.scorer = j.value("scorer", "");
     r.extra = j.value("extra", nlohmann::json::object());
   } catch (const nlohmann::json::exception& e) {
-    detail::raise<FormatError>("{}: malformed record ({})", where, e.what());
+    ::mechlens::detail::raise<FormatError>("{}: malformed record ({})", where, e.what());
   }
   if (j.contains("id"))
     MECHLENS_CHECK(j["id"] == r.id(), FormatError, "{}: record id '{}' does not match condition|pair_id '{}'", where,
@@ -138,7 +138,7 @@ inline std::vector<GenerationRecord> load_records(const std::string& path) {
     try {
       j = nlohmann::json::parse(lines[i]);
     } catch (const nlohmann::json::parse_error& e) {
-      detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
+      ::mechlens::detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
     }
     GenerationRecord r = record_from_json(j, where);
     auto [it, fresh] = seen.emplace(r.id(), i + 1);

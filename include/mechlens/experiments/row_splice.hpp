@@ -9,8 +9,9 @@
 /// row and both lengths). Target slots keep their own positions and validity; keys keep the
 /// source's rotation unless `rerotate`.
 ///
-/// `from_end` selects, among the aligned target slots, those at these distances from the end of
-/// the row's prefilled prompt (1 = the last prefilled slot): the token-position analysis.
+/// `from_end` / `from_start` select, among the aligned target slots, those at these distances from
+/// the end of the row's prefilled prompt (1 = the last prefilled slot) or indices from its start:
+/// the token-position analysis.
 
 #include <algorithm>
 #include <cstdint>
@@ -37,6 +38,9 @@ struct RowSpliceOptions {
   /// Copy only target slots at these distances from the row's end (1 = last prefilled slot);
   /// empty = every aligned slot.
   std::vector<int64_t> from_end;
+  /// Copy only target slots at these indices from the row's start (0 = first prompt token);
+  /// combined with from_end by union. Empty (both) = every aligned slot.
+  std::vector<int64_t> from_start;
   bool rerotate = false;
   std::optional<RopeConfig> rope;  ///< needed by rerotate
 };
@@ -61,15 +65,20 @@ inline std::vector<std::pair<int64_t, int64_t>> row_splice_slots(int64_t target_
   SpliceOptions so;
   so.align = opt.align == Align::Exact ? Align::Left : opt.align;
   auto pairs = splice_slot_pairs(n_target, n_source, so);
-  if (!opt.from_end.empty()) {
-    std::vector<std::pair<int64_t, int64_t>> kept;
+  if (!opt.from_end.empty() || !opt.from_start.empty()) {
+    std::vector<bool> want(static_cast<size_t>(n_target), false);
     for (int64_t k : opt.from_end) {
       MECHLENS_CHECK(k >= 1, ArgumentError, "KV splice: distance from the end {} must be >= 1", k);
-      const int64_t t = n_target - k;
-      auto it = std::find_if(pairs.begin(), pairs.end(), [&](auto& p) { return p.first == t; });
-      // A prompt shorter than k has no such slot: nothing to copy for it (recorded by the caller).
-      if (it != pairs.end()) kept.push_back(*it);
+      // A prompt shorter than k has no such slot: nothing to copy for it (counted by the caller).
+      if (k <= n_target) want[static_cast<size_t>(n_target - k)] = true;
     }
+    for (int64_t k : opt.from_start) {
+      MECHLENS_CHECK(k >= 0, ArgumentError, "KV splice: index from the start {} must be >= 0", k);
+      if (k < n_target) want[static_cast<size_t>(k)] = true;
+    }
+    std::vector<std::pair<int64_t, int64_t>> kept;
+    for (const auto& p : pairs)
+      if (want[static_cast<size_t>(p.first)]) kept.push_back(p);
     pairs = std::move(kept);
   }
   for (auto& [t, s] : pairs) {

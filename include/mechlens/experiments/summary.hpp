@@ -44,7 +44,7 @@ inline Correction parse_correction(const std::string& s) {
   if (s == "holm") return Correction::Holm;
   if (s == "bh" || s == "fdr") return Correction::BenjaminiHochberg;
   if (s == "none") return Correction::None;
-  detail::raise<ArgumentError>("correction '{}' is unknown (expected holm, bh or none)", s);
+  ::mechlens::detail::raise<ArgumentError>("correction '{}' is unknown (expected holm, bh or none)", s);
 }
 inline const char* correction_name(Correction c) {
   return c == Correction::Holm ? "holm" : c == Correction::BenjaminiHochberg ? "benjamini-hochberg" : "none";

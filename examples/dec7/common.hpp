@@ -1,0 +1,324 @@
+#pragma once
+// What every DEC7 program shares: the flags, loading the model / tokenizer / pairs / scorer, the
+// run folder (generations.jsonl shared by the phases run into it, run.json with the settings a
+// resumed run must match), and writing a phase's outputs (summary.json, summary.csv, table.txt,
+// figure.svg under <out>/<phase>/).
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/dtype.hpp"
+#include "mechlens/experiments/conditions.hpp"
+#include "mechlens/experiments/progress.hpp"
+#include "mechlens/experiments/prompt_encoding.hpp"
+#include "mechlens/experiments/prompt_pairs.hpp"
+#include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/study.hpp"
+#include "mechlens/experiments/summary.hpp"
+#include "mechlens/experiments/svg_figure.hpp"
+#include "mechlens/experiments/table.hpp"
+#include "mechlens/io/atomic_file.hpp"
+#include "mechlens/metrics/behaviour.hpp"
+#include "mechlens/models/load.hpp"
+#include "mechlens/tokenizer/tokenizer.hpp"
+
+namespace dec7 {
+
+namespace fs = std::filesystem;
+namespace ex = mechlens::experiments;
+using mechlens::LayerRange;
+using ex::Role;
+
+/// The embedded toy model and the pairs shipped for it and for real Instruct models.
+inline std::string embedded_model() { return std::string(MECHLENS_EXAMPLES_DIR) + "/models/dec7-toy"; }
+inline std::string toy_pairs() { return std::string(MECHLENS_EXAMPLES_DIR) + "/prompts/toy_pairs.jsonl"; }
+inline std::string instruct_pairs() { return std::string(MECHLENS_EXAMPLES_DIR) + "/prompts/instruct_pairs.jsonl"; }
+
+struct Flags {
+  std::string model;
+  std::string tokenizer;
+  std::string pairs;
+  int64_t n = 0;
+  uint64_t seed = 0;
+  int64_t max_new_tokens = 50;
+  double temperature = 0.7;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  std::string layers;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  std::string out;
+  bool resume = false;
+  int64_t batch_size = 32;
+  std::string format = "auto";
+  std::string system;
+  std::string lexicon;
+  std::string align = "right";
+  bool rerotate = false;
+  int threads = 0;
+  std::string progress = "auto";
+};
+
+inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default_out) {
+  f.model = embedded_model();
+  f.out = default_out;
+  app.add_option("--model", f.model, "Hugging Face checkpoint directory (config.json + safetensors); default: the "
+                                     "embedded toy model")->capture_default_str();
+  app.add_option("--tokenizer", f.tokenizer, "tokenizer.json or its folder; default: the model directory");
+  app.add_option("--pairs", f.pairs, "prompt pairs, JSONL {\"id\",\"recursive\",\"baseline\"} (or *_ids); default: "
+                                     "examples/prompts/toy_pairs.jsonl for the embedded model, else "
+                                     "examples/prompts/instruct_pairs.jsonl");
+  app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str();
+  app.add_option("--seed", f.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
+  app.add_option("--max-new-tokens", f.max_new_tokens, "tokens generated per prompt")->capture_default_str();
+  app.add_option("--temperature", f.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", f.top_k, "top-k sampling (0: off)")->capture_default_str();
+  app.add_option("--top-p", f.top_p, "nucleus sampling (1: off)")->capture_default_str();
+  app.add_option("--layers", f.layers, "layer range(s) lo:hi, comma-separated (half-open, 0-based); what they "
+                                       "select is said in each program's --help");
+  app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
+  app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
+  app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
+  app.add_option("--batch-size", f.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
+  app.add_option("--format", f.format, "prompt format: raw, chat (user turn of the chat template) or auto (chat when "
+                                       "the tokenizer has a template)")->capture_default_str();
+  app.add_option("--system", f.system, "system message for the chat format (default: none)");
+  app.add_option("--lexicon", f.lexicon, "keyword lexicon JSON for the behaviour score; default: the study's "
+                                         "(examples/lexicons/recursive_default.json)");
+  app.add_option("--align", f.align, "how prompts of different lengths line up in a splice or patch: right or left")->capture_default_str();
+  app.add_flag("--rerotate", f.rerotate, "re-rotate spliced keys to the target's positions (default: keep the "
+                                         "source's rotation, DESIGN.md)");
+  app.add_option("--threads", f.threads, "CPU threads (0: LibTorch's default)")->capture_default_str();
+  app.add_option("--progress", f.progress, "progress bar on stderr: auto (when a terminal), on, off")->capture_default_str();
+}
+
+/// Everything a phase needs, loaded from the flags.
+struct Setup {
+  Flags flags;
+  std::string model_dir, pairs_path, tokenizer_path;
+  mechlens::Model model{nullptr};
+  std::optional<mechlens::Tokenizer> tok;
+  std::vector<ex::PromptPair> pairs;
+  std::vector<ex::EncodedPair> encoded;
+  std::unique_ptr<mechlens::metrics::Scorer> scorer;
+  std::optional<ex::RecordLog> log;
+  ex::StudySettings settings;
+  nlohmann::json run;  ///< run.json
+  std::unique_ptr<ex::Progress> progress;
+
+  const mechlens::ModelConfig& config() const { return model->config(); }
+  ex::Study study() {
+    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, *log, progress.get());
+  }
+  std::string phase_dir(const std::string& phase) const {
+    const std::string d = flags.out + "/" + phase;
+    fs::create_directories(d);
+    return d;
+  }
+};
+
+inline std::string canonical(const std::string& p) {
+  std::error_code ec;
+  auto c = fs::weakly_canonical(p, ec);
+  return ec ? p : c.string();
+}
+
+/// Loads model, tokenizer, pairs and scorer; opens the run folder. `program` names the caller
+/// in run.json.
+inline Setup setup(const Flags& flags, const std::string& program) {
+  Setup s;
+  s.flags = flags;
+  if (flags.threads > 0) at::set_num_threads(flags.threads);
+  s.model_dir = canonical(flags.model);
+  const bool embedded = s.model_dir == canonical(embedded_model());
+  s.pairs_path = canonical(flags.pairs.empty() ? (embedded ? toy_pairs() : instruct_pairs()) : flags.pairs);
+  s.tokenizer_path = canonical(flags.tokenizer.empty() ? flags.model : flags.tokenizer);
+
+  mechlens::LoadOptions lo;
+  lo.dtype = mechlens::parse_dtype(flags.dtype);
+  lo.device = mechlens::parse_device(flags.device);
+  s.model = mechlens::load_model(flags.model, lo);
+  try {
+    s.tok = mechlens::Tokenizer::from_file(s.tokenizer_path);
+  } catch (const mechlens::IoError& e) {
+    throw mechlens::IoError(fmt::format("{}\n(the programs decode and score text, so they need a tokenizer: put "
+                                        "tokenizer.json in the model folder or pass --tokenizer)", e.what()));
+  }
+  s.pairs = ex::first_pairs(ex::load_prompt_pairs(s.pairs_path), flags.n);
+  const auto format = ex::parse_prompt_format(flags.format);
+  s.encoded = ex::encode_pairs(s.pairs, &*s.tok, format, flags.system);
+  for (size_t i = 0; i < s.encoded.size(); ++i)
+    for (Role r : {Role::Recursive, Role::Baseline})
+      for (int64_t id : s.encoded[i].ids(r))
+        MECHLENS_CHECK(id < s.model->config().vocab_size, mechlens::ArgumentError,
+                       "pair '{}': the {} prompt holds token id {}, outside the model's vocabulary of {} (tokenizer "
+                       "and model do not match?)",
+                       s.pairs[i].id, ex::role_name(r), id, s.model->config().vocab_size);
+  auto lexicon = flags.lexicon.empty() ? mechlens::metrics::Lexicon::recursive_default()
+                                       : mechlens::metrics::Lexicon::from_file(flags.lexicon);
+  // An immediate stop token gives a text without words: scored 0 (hits per 100 words of nothing).
+  s.scorer = std::make_unique<mechlens::metrics::KeywordScorer>(lexicon, mechlens::metrics::EmptyTextPolicy::Zero);
+
+  s.settings.seed = flags.seed;
+  s.settings.max_new_tokens = flags.max_new_tokens;
+  s.settings.temperature = flags.temperature;
+  s.settings.top_k = flags.top_k;
+  s.settings.top_p = flags.top_p;
+  s.settings.batch_size = flags.batch_size;
+
+  // run.json: the settings every record of this folder was made with.
+  s.run = {{"model", s.model_dir},
+           {"tokenizer", s.tokenizer_path},
+           {"pairs", s.pairs_path},
+           {"n_pairs", s.pairs.size()},
+           {"seed", flags.seed},
+           {"max_new_tokens", flags.max_new_tokens},
+           {"temperature", flags.temperature},
+           {"top_k", flags.top_k},
+           {"top_p", flags.top_p},
+           {"batch_size", flags.batch_size},
+           {"dtype", flags.dtype},
+           {"device", flags.device},
+           {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},
+           {"system", flags.system},
+           {"scorer", s.scorer->name()},
+           {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
+           {"align", flags.align},
+           {"rerotate", flags.rerotate}};
+  fs::create_directories(flags.out);
+  const std::string run_path = flags.out + "/run.json";
+  const std::string log_path = flags.out + "/generations.jsonl";
+  if (flags.resume && fs::exists(run_path)) {
+    auto before = mechlens::io::read_json_file(run_path);
+    std::string diff;
+    for (auto it = s.run.begin(); it != s.run.end(); ++it)
+      if (!before.contains(it.key()) || before[it.key()] != it.value())
+        diff += fmt::format("\n  {}: recorded {}, now {}", it.key(), before.value(it.key(), nlohmann::json()).dump(),
+                            it.value().dump());
+    MECHLENS_CHECK(diff.empty(), mechlens::ArgumentError,
+                   "--resume: the run in '{}' was made with other settings; resuming would mix them:{}\nuse the "
+                   "same flags, or another --out",
+                   flags.out, diff);
+  }
+  s.log.emplace(ex::RecordLog::open(log_path, flags.resume));
+  nlohmann::json stored = s.run;
+  stored["programs"] = nlohmann::json::array();
+  if (fs::exists(run_path)) {
+    auto before = mechlens::io::read_json_file(run_path);
+    if (before.contains("programs")) stored["programs"] = before["programs"];
+  }
+  stored["programs"].push_back(program);
+  mechlens::io::write_file_atomically(run_path, stored.dump(2) + "\n");
+  if (s.log->resumed() > 0)
+    std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log_path.c_str(), s.log->resumed(),
+                 s.log->dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
+  const auto mode = flags.progress == "on" ? ex::Progress::Mode::On
+                    : flags.progress == "off" ? ex::Progress::Mode::Off : ex::Progress::Mode::Auto;
+  s.progress = std::make_unique<ex::Progress>(0, "generations", mode);
+  return s;
+}
+
+/// "lo:hi,lo:hi" -> ranges; empty text -> `fallback`.
+inline std::vector<LayerRange> parse_layer_list(const std::string& text, int64_t n_layers,
+                                                std::vector<LayerRange> fallback) {
+  if (text.empty()) return fallback;
+  std::vector<LayerRange> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(LayerRange::parse(item, n_layers));
+  MECHLENS_CHECK(!out.empty(), mechlens::ArgumentError, "--layers '{}' names no layer range", text);
+  return out;
+}
+
+/// The study's phase-2 ranges scaled to the model's depth: quarters, halves and all (for 32
+/// layers: 0:8, 8:16, 16:24, 24:32, 0:16, 16:32, 0:32). Empty or repeated ranges of shallow
+/// models are dropped.
+inline std::vector<LayerRange> study_ranges(int64_t n) {
+  auto at = [n](int q) { return (n * q + 2) / 4; };
+  std::vector<LayerRange> candidates = {{at(0), at(1)}, {at(1), at(2)}, {at(2), at(3)}, {at(3), at(4)},
+                                        {at(0), at(2)}, {at(2), at(4)}, {0, n}};
+  std::vector<LayerRange> out;
+  for (const auto& r : candidates) {
+    if (r.begin >= r.end) continue;
+    bool seen = false;
+    for (const auto& o : out) seen = seen || (o.begin == r.begin && o.end == r.end);
+    if (!seen) out.push_back(r);
+  }
+  return out;
+}
+
+/// Runs conditions with the progress bar labelled `phase`.
+inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Condition>& conditions,
+                           const std::string& phase) {
+  s.progress->add_total(study.size() * static_cast<int64_t>(conditions.size()));
+  s.progress->set_label(phase);
+  for (const auto& c : conditions) study.run(c);
+}
+
+/// Writes <out>/<phase>/summary.json, summary.csv, table.txt and figure.svg.
+inline void write_phase(Setup& s, const std::string& phase, const ex::Summary& summary, const std::string& table,
+                        const std::string& figure_title, const std::vector<ex::BarPanel>& panels,
+                        nlohmann::json meta = nlohmann::json::object()) {
+  const std::string dir = s.phase_dir(phase);
+  meta["settings"] = s.run;
+  meta["phase"] = phase;
+  meta["generations"] = fs::path(s.log->path()).filename().string();
+  ex::write_summary_json(dir + "/summary.json", summary, meta);
+  mechlens::io::write_file_atomically(dir + "/summary.csv", ex::summary_csv(summary));
+  mechlens::io::write_file_atomically(dir + "/table.txt", table);
+  ex::write_svg_figure(dir + "/figure.svg", figure_title, panels);
+}
+
+/// Bars of mean score by condition with their bootstrap CIs.
+inline ex::BarPanel condition_panel(const ex::Summary& s, const std::string& title,
+                                    const std::map<std::string, std::string>& labels = {}) {
+  ex::BarPanel p;
+  p.title = title;
+  p.y_label = "score (mean, 95% CI)";
+  for (const auto& c : s.conditions) {
+    auto it = labels.find(c.name);
+    p.bars.push_back({it == labels.end() ? c.name : it->second, c.mean, c.mean_ci.low, c.mean_ci.high, ""});
+  }
+  return p;
+}
+
+/// Bars of % transfer for the contrasts of `family` ("" = every contrast with one).
+inline ex::BarPanel transfer_panel(const ex::Summary& s, const std::string& family, const std::string& title) {
+  ex::BarPanel p;
+  p.title = title;
+  p.y_label = "% transfer (95% CI)";
+  p.reference_lines = {0.0, 100.0};
+  for (const auto& c : s.contrasts) {
+    if (!c.te || (!family.empty() && c.spec.family != family)) continue;
+    const double q = std::isfinite(c.p_adjusted) ? c.p_adjusted : c.t_test.p_value;
+    p.bars.push_back({c.spec.name, 100.0 * c.te->value.value, 100.0 * c.te->ci.low, 100.0 * c.te->ci.high,
+                      std::isfinite(q) ? (q < 0.001 ? "***" : q < 0.01 ? "**" : q < 0.05 ? "*" : "ns") : ""});
+  }
+  return p;
+}
+
+/// Runs `body`, turning mechlens errors into a message and exit code 1.
+template <class F>
+int guarded(F&& body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace dec7
