@@ -206,6 +206,7 @@ struct PromptArgs {
 
   std::string prefix;
   std::string ids, prompt, chat;
+  mutable std::string used;  ///< the flag the prompt came from (after resolve), for later errors
   CLI::Option *ids_opt = nullptr, *prompt_opt = nullptr, *chat_opt = nullptr;
 
   std::string flag(const char* kind) const { return "--" + (prefix.empty() ? std::string() : prefix + "-") + kind; }
@@ -260,6 +261,7 @@ struct PromptArgs {
       }
     }
     if (out.empty()) throw ArgError(argument, "the prompt has no tokens");
+    used = argument;
     check_vocab(argument, out, cfg.vocab_size);
     return out;
   }

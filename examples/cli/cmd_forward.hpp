@@ -167,7 +167,7 @@ struct ForwardCommand {
 
     at::Tensor logits;
     ActivationCache cache;
-    const std::string run_arg = patches.empty() ? "--ids" : "--patch-file";
+    const std::string run_arg = patches.empty() ? prompt.used : "--patch-file";
     if (save.empty()) {
       logits = blame(run_arg, [&] { return m->forward(as_batch(ids)); });
     } else {

@@ -99,14 +99,14 @@ struct GenerateCommand {
 
     PromptState state;
     if (prefix) {
-      KVCache cache = blame("--kv-prefix-ids", [&] { return encode_prompt(*m, memory); });
-      state = blame("--ids", [&] { return prefill(*m, target, max_new_tokens, &cache); });
+      KVCache cache = blame(kv_prefix.used, [&] { return encode_prompt(*m, memory); });
+      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens, &cache); });
     } else {
-      state = blame("--ids", [&] { return prefill(*m, target, max_new_tokens); });
+      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens); });
     }
     if (splice) {
-      PromptState src = blame("--kv-source-ids", [&] { return prefill(*m, source, 0); });
-      blame("--kv-source-ids", [&] { splice_kv(state.cache, src.cache, splice_opt); });
+      PromptState src = blame(kv_source.used, [&] { return prefill(*m, source, 0); });
+      blame(kv_source.used, [&] { splice_kv(state.cache, src.cache, splice_opt); });
     }
     GenerationResult result = blame("--max-new-tokens", [&] { return decode(*m, state, gen); });
 

@@ -51,7 +51,7 @@ struct RvCommand {
                                              window, ids.size()));
 
     Model m = model.load();
-    RvResult r = blame("--ids", [&] { return measure_rv(*m, {ids}, opt); });
+    RvResult r = blame(prompt.used, [&] { return measure_rv(*m, {ids}, opt); });
     nlohmann::ordered_json out = {{"pr_early", r.pr_early[0].item<double>()},
                           {"pr_late", r.pr_late[0].item<double>()},
                           {"rv", r.rv[0].item<double>()},
