@@ -2,6 +2,7 @@
 // Helpers shared by the io tests: a temporary folder per test, files written from raw bytes, and
 // catching an exception of one type to inspect its message.
 
+#include <mechlens/core/filesystem.hpp>
 #include <stdlib.h>
 
 #include <cstdint>
@@ -25,8 +26,7 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    mechlens::detail::remove_tree(path_);
   }
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }

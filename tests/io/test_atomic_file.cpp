@@ -1,6 +1,7 @@
 // Atomic file writes: the destination holds the old or the new bytes, never a mix, and no
 // temporary file is left behind.
 
+#include <mechlens/core/filesystem.hpp>
 #include <filesystem>
 #include <string>
 
@@ -16,12 +17,7 @@ namespace io = mechlens::io;
 
 namespace {
 int count_entries(const std::string& dir) {
-  int n = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    (void)entry;
-    ++n;
-  }
-  return n;
+  return static_cast<int>(mechlens::detail::list_directory(dir).size());
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Behaviour scorers: the word rule, the study's lexicon (built in and shipped as a file),
 // custom lexicons, the empty-text policy, and ratings imported from CSV.
+#include <mechlens/core/filesystem.hpp>
 #include <mechlens/metrics/behaviour.hpp>
 
 #include <filesystem>
@@ -22,8 +23,7 @@ struct ScratchDir {
     fs::create_directories(path);
   }
   ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
+    mechlens::detail::remove_tree(path.string());
   }
   std::string write(const std::string& name, const std::string& content) const {
     const auto p = path / name;

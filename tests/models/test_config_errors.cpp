@@ -1,4 +1,5 @@
 // Bad configs and checkpoints give errors naming the file and the problem.
+#include <mechlens/core/filesystem.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,7 +19,7 @@ nlohmann::json base_config() {
 }
 fs::path temp_dir(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("mechlens_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  mechlens::detail::remove_tree(d.string());
   fs::create_directories(d);
   return d;
 }
@@ -70,5 +71,5 @@ TEST_CASE("Loading refuses a checkpoint with a missing tensor or a wrong shape, 
   io::save_safetensors((dir / "model.safetensors").string(), tensors);
   Model loaded = load_model(dir.string());
   REQUIRE(loaded->config().d_model() == 8);
-  fs::remove_all(dir);
+  mechlens::detail::remove_tree(dir.string());
 }

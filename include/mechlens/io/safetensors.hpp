@@ -42,6 +42,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/filesystem.hpp"
 #include "mechlens/io/atomic_file.hpp"
 #include "mechlens/io/json.hpp"
 
@@ -524,8 +525,7 @@ class SafetensorsCheckpoint {
     }
 
     std::vector<std::string> pickles, other_safetensors;
-    for (const auto& entry : fs::directory_iterator(root, ec)) {
-      const std::string name = entry.path().filename().string();
+    for (const std::string& name : detail::list_directory(root.string())) {
       if (detail::is_pickle_checkpoint_name(name)) pickles.push_back(name);
       if (detail::has_suffix(name, ".safetensors")) other_safetensors.push_back(name);
     }

@@ -87,11 +87,14 @@ inline at::Tensor singular_values(const at::Tensor& x, bool centered = false) {
 /// Participation ratio (Σσ²)²/Σσ⁴ of each matrix of x [..., W, D] → [...] float64 on x's device.
 /// Throws ShapeError for fewer than 2 dims, ArgumentError for NaN/inf or an all-zero matrix.
 inline at::Tensor participation_ratio(const at::Tensor& x, bool centered = false) {
-  const at::Tensor s = at::linalg_svdvals(detail::prepare_windows(x, centered, "participation_ratio", "x"));
-  const at::Tensor s2 = s * s;
-  const at::Tensor sum_sq = s2.sum(-1);
+  const at::Tensor x64 = detail::prepare_windows(x, centered, "participation_ratio", "x");
+  // No SVD needed: Σσ² = ||X||_F² and Σσ⁴ = ||G||_F², G the smaller Gram matrix (XXᵀ or XᵀX),
+  // whose eigenvalues are the σ². Exact, and far cheaper for thousands of 16-row windows.
+  const bool rows = x64.size(-2) <= x64.size(-1);
+  const at::Tensor g = rows ? at::matmul(x64, x64.transpose(-1, -2)) : at::matmul(x64.transpose(-1, -2), x64);
+  const at::Tensor sum_sq = x64.pow(2).sum({-2, -1});
   detail::check_nonzero_energy(sum_sq, x, centered, "participation_ratio", "x");
-  return sum_sq * sum_sq / (s2 * s2).sum(-1);
+  return sum_sq * sum_sq / g.pow(2).sum({-2, -1});
 }
 
 /// Effective rank exp(−Σ p ln p), p = σ/Σσ (Roy & Vetterli), of each matrix of x [..., W, D]
