@@ -167,14 +167,19 @@ int main(int argc, char** argv) {
   rec.add("model", "kv_bytes_per_token", static_cast<double>(kv_bytes_per_token) / 1024.0, "KiB");
 
   const int64_t prompt_len = 64;
+#ifdef MECHLENS_WITH_CUDA
+  rec.add("model", "cuda_graph_decoding", dev.is_cuda() ? 1.0 : 0.0, "", "1 = decode steps replay a CUDA graph");
+#endif
   // --- batch-1 decode with and without a KV splice of layers 16:32 ----------------------------
-  for (bool splice : {true, false}) {
-    const std::string name = splice ? "decode_splice" : "decode_plain";
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool splice = variant != 1, eager = variant == 2;
+    const std::string name = variant == 0 ? "decode_splice" : variant == 1 ? "decode_plain" : "decode_splice_eager";
     if (!want(name)) continue;
     auto prompts = random_prompts(2, prompt_len, cfg.vocab_size, 7);
     GenerationOptions g;
     g.max_new_tokens = 128;
     g.use_model_eos = false;
+    g.use_cuda_graph = !eager;
     std::vector<double> times;
     double peak = 0;
     for (int r = 0; r < repeats + 1; ++r) {  // the first run warms up (and captures nothing twice)
@@ -238,7 +243,7 @@ int main(int argc, char** argv) {
 
   // --- R_V over 1,000 prompts -----------------------------------------------------------------
   if (want("rv")) {
-    const int64_t n = 1000, batch = 250;
+    const int64_t n = 1000, batch = 100;
     auto prompts = random_prompts(n, prompt_len, cfg.vocab_size, 17);
     RvOptions o;
     o.early = 4;
@@ -256,7 +261,7 @@ int main(int argc, char** argv) {
       if (r > 0) times.push_back(t);
       peak = std::max(peak, peak_gib(dev));
     }
-    rec.add("rv", "prompts_per_s", n / median(times), "prompts/s", "batches of 250, stops after layer 24");
+    rec.add("rv", "prompts_per_s", n / median(times), "prompts/s", "batches of 100, stops after layer 24");
     rec.add("rv", "peak_gib", peak, "GiB");
   }
 

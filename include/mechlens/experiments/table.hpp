@@ -100,11 +100,11 @@ inline std::string contrast_table(const Summary& s) {
 }
 
 /// A layer-range sweep (contrasts of one family): % transfer with CI, d, p and corrected p.
-inline std::string sweep_table(const Summary& s, const std::string& family) {
+inline std::string sweep_table(const Summary& s, const std::string& family, const std::string& first_column = "layers") {
   std::string correction = "corrected";
   for (const auto& c : s.contrasts)
     if (c.spec.family == family && c.correction != "none") correction = c.correction;
-  TextTable t({"layers", "n", "% transfer", "95% CI", "d (study)", "p (paired t)", "p (" + correction + ")"}, "lrrrrrr");
+  TextTable t({first_column, "n", "% transfer", "95% CI", "d (study)", "p (paired t)", "p (" + correction + ")"}, "lrrrrrr");
   for (const auto& c : s.contrasts) {
     if (c.spec.family != family) continue;
     std::string te = "n/a", ci = "n/a";

@@ -13,6 +13,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
@@ -52,11 +53,27 @@ class AttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache,
                      const at::Tensor& slot = {}) {
     const int64_t b = x.size(0), p = x.size(1);
-    at::Tensor q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]
-    at::Tensor k = (*hook_k_)(k_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
-    at::Tensor v = (*hook_v_)(v_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
-    q = (*hook_rot_q_)(apply_rotary(q, angles));
-    k = (*hook_rot_k_)(apply_rotary(k, angles));
+    const int64_t nq = n_heads_ * d_head_, nk = n_kv_heads_ * d_head_;
+    at::Tensor q, k, v;
+    if (qkv_weight_.defined()) {
+      at::Tensor qkv = at::linear(x, qkv_weight_, qkv_bias_);  // [b, p, (h + 2 kv) * d], one GEMM
+      v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
+      if (!hook_q_->active() && !hook_k_->active()) {
+        // q and k rotated together (their hooks are empty, so skipping them changes nothing).
+        at::Tensor qk = apply_rotary(qkv.narrow(-1, 0, nq + nk).view({b, p, n_heads_ + n_kv_heads_, d_head_}), angles);
+        q = (*hook_rot_q_)(qk.narrow(2, 0, n_heads_));
+        k = (*hook_rot_k_)(qk.narrow(2, n_heads_, n_kv_heads_));
+      } else {
+        q = (*hook_rot_q_)(apply_rotary((*hook_q_)(qkv.narrow(-1, 0, nq).view({b, p, n_heads_, d_head_})), angles));
+        k = (*hook_rot_k_)(apply_rotary((*hook_k_)(qkv.narrow(-1, nq, nk).view({b, p, n_kv_heads_, d_head_})), angles));
+      }
+    } else {
+      q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]
+      k = (*hook_k_)(k_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
+      v = (*hook_v_)(v_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
+      q = (*hook_rot_q_)(apply_rotary(q, angles));
+      k = (*hook_rot_k_)(apply_rotary(k, angles));
+    }
 
     at::Tensor keys, values;  // [b, kv, key_pos, d]
     if (cache && slot.defined()) {
@@ -73,6 +90,24 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   int64_t layer() const { return layer_; }
+
+  /// Inference speed-up: q/k/v weights become views of one [(h + 2 kv) * d, d_model] matrix so the
+  /// three projections run as one GEMM. Parameters keep their names and shapes (in-place edits of
+  /// them still act); the fused layer is for inference (autograd does not reach the views).
+  void fuse_projections() {
+    at::NoGradGuard no_grad;
+    const int64_t nq = n_heads_ * d_head_, nk = n_kv_heads_ * d_head_;
+    qkv_weight_ = at::cat({q_proj_->weight, k_proj_->weight, v_proj_->weight}, 0);
+    q_proj_->weight.set_data(qkv_weight_.narrow(0, 0, nq));
+    k_proj_->weight.set_data(qkv_weight_.narrow(0, nq, nk));
+    v_proj_->weight.set_data(qkv_weight_.narrow(0, nq + nk, nk));
+    if (q_proj_->bias.defined()) {
+      qkv_bias_ = at::cat({q_proj_->bias, k_proj_->bias, v_proj_->bias}, 0);
+      q_proj_->bias.set_data(qkv_bias_.narrow(0, 0, nq));
+      k_proj_->bias.set_data(qkv_bias_.narrow(0, nq, nk));
+      v_proj_->bias.set_data(qkv_bias_.narrow(0, nq + nk, nk));
+    }
+  }
 
  private:
   /// q [b, h, p, d], keys/values [b, kv, k, d] -> [b, h, p, d].
@@ -105,6 +140,7 @@ class AttentionImpl : public torch::nn::Module {
 
   int64_t layer_, n_heads_, n_kv_heads_, d_head_;
   Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  at::Tensor qkv_weight_, qkv_bias_;  // defined after fuse_projections()
   HookPoint *hook_q_, *hook_k_, *hook_v_, *hook_rot_q_, *hook_rot_k_, *hook_pattern_, *hook_z_;
 };
 TORCH_MODULE(Attention);

@@ -46,6 +46,11 @@ class DecoderLayerImpl : public torch::nn::Module {
     return (*hook_resid_post_)(resid + mlp_out);
   }
 
+  void fuse_projections() {
+    self_attn_->fuse_projections();
+    mlp_->fuse_projections();
+  }
+
  private:
   Attention self_attn_{nullptr};
   Mlp mlp_{nullptr};

@@ -26,6 +26,9 @@ namespace mechlens {
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  /// Fuse q/k/v and gate/up into single GEMMs for inference (Model::fuse_projections). Turn off
+  /// to fine-tune the loaded model with autograd.
+  bool fuse_projections = true;
 };
 
 namespace detail {
@@ -91,6 +94,7 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
   io::SafetensorsCheckpoint checkpoint(dir);
   Model model(cfg, at::TensorOptions().dtype(options.dtype).device(options.device));
   load_weights(*model, checkpoint);
+  if (options.fuse_projections) model->fuse_projections();
   model->eval();
   return model;
 }

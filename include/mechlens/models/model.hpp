@@ -184,6 +184,14 @@ class ModelImpl : public torch::nn::Module {
     return {logits, cache};
   }
 
+  /// Runs q/k/v and gate/up as single GEMMs (their weights become views of fused matrices; names,
+  /// shapes and in-place edits are unchanged). load_model does this unless told not to. For
+  /// inference: autograd does not reach the fused views, so train an unfused model; and call it
+  /// again after moving the model with to().
+  void fuse_projections() {
+    for (auto& block : blocks_) block->fuse_projections();
+  }
+
   /// The token embedding matrix [vocab, d_model].
   const at::Tensor& embedding_weight() const { return embed_tokens_->weight; }
 

@@ -32,25 +32,28 @@ inline at::Tensor rope_inverse_frequencies(const RopeConfig& rope, int64_t d_hea
   return at::where(medium, smoothed, scaled);
 }
 
-/// cos and sin for positions [batch, pos]: each [batch, pos, d_head] in `dtype`.
+/// cos and sin for positions [batch, pos]: each [batch, pos, 1, d_head] in `dtype`, ready to
+/// broadcast over heads. `sin_signed` is sin with its first half negated, so that
+/// rotate_half(x) * sin == roll(x, d/2) * sin_signed (one kernel fewer per rotation).
 struct RotaryAngles {
   at::Tensor cos;
   at::Tensor sin;
+  at::Tensor sin_signed;
 };
 
 inline RotaryAngles rotary_angles(const at::Tensor& inv_freq, const at::Tensor& positions, at::ScalarType dtype) {
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [b, p, d/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);                           // [b, p, d]
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(2);              // [b, p, 1, d]
+  at::Tensor sin = emb.sin();
+  at::Tensor sign = at::cat({at::full_like(freqs, -1.0), at::ones_like(freqs)}, -1).unsqueeze(2);
+  return {emb.cos().to(dtype), sin.to(dtype), (sin * sign).to(dtype)};
 }
 
-/// Applies rotary embeddings to x [batch, pos, heads, d_head] with angles [batch, pos, d_head].
+/// Applies rotary embeddings (HF's rotate-half form, x * cos + rotate_half(x) * sin) to
+/// x [batch, pos, heads, d_head].
 inline at::Tensor apply_rotary(const at::Tensor& x, const RotaryAngles& angles) {
   const int64_t half = x.size(-1) / 2;
-  at::Tensor cos = angles.cos.unsqueeze(2);  // [b, p, 1, d]
-  at::Tensor sin = angles.sin.unsqueeze(2);
-  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
+  return at::addcmul(x * angles.cos, x.roll(half, -1), angles.sin_signed);
 }
 
 }  // namespace mechlens
