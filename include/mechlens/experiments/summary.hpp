@@ -74,6 +74,7 @@ struct ContrastStats {
   metrics::Estimate d_study, d_pooled, d_z;
   metrics::TestResult t_test, wilcoxon;
   std::optional<metrics::TransferEfficiency> te;
+  bool identical = false;            ///< every pair scored the same in a and b (tests undefined)
   double p_adjusted = NAN;           ///< the t-test p adjusted within the family (NaN when none)
   std::string correction = "none";
 };
@@ -193,6 +194,7 @@ inline Summary summarize_records(const std::vector<GenerationRecord>& records, c
       cs.wilcoxon = metrics::wilcoxon_signed_rank(xa, xb);
       bool all_equal = true;
       for (size_t i = 0; i < va.size(); ++i) all_equal = all_equal && va[i] == vb[i];
+      cs.identical = all_equal;
       if (all_equal) {
         cs.delta_ci.reason = "every pair has the same score in both conditions";
       } else {
@@ -241,6 +243,7 @@ inline nlohmann::json to_json(const Summary& s) {
                         {"b", c.spec.b},
                         {"family", c.spec.family},
                         {"n_pairs", c.n_pairs},
+                        {"identical", c.identical},
                         {"mean_a", detail::num(c.mean_a)},
                         {"mean_b", detail::num(c.mean_b)},
                         {"delta", detail::num(c.delta)},

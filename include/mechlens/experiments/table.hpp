@@ -2,7 +2,8 @@
 /// \file
 /// Plain-text tables shaped like the study's (research-context.md): conditions with mean ± sd,
 /// contrasts with Δ, d, p and transfer efficiency, and a layer-range sweep with % transfer and
-/// corrected p-values. Columns are aligned for a terminal; undefined numbers print as "n/a".
+/// corrected p-values. Columns are aligned for a terminal; undefined numbers print as "n/a", and
+/// the tests of a contrast whose two conditions scored every pair the same print "identical".
 
 #include <algorithm>
 #include <cmath>
@@ -93,8 +94,9 @@ inline std::string contrast_table(const Summary& s) {
     t.add({c.spec.label.empty() ? c.spec.name : c.spec.label, std::to_string(c.n_pairs), format_num(c.delta, 2, true),
            c.delta_ci.defined ? "[" + format_num(c.delta_ci.low, 2, true) + ", " + format_num(c.delta_ci.high, 2, true) + "]"
                               : "n/a",
-           format_num(c.d_study.value), format_num(c.d_pooled.value), format_p(c.t_test.p_value),
-           format_p(c.wilcoxon.p_value), te});
+           format_num(c.d_study.value), format_num(c.d_pooled.value),
+           c.identical ? "identical" : format_p(c.t_test.p_value), c.identical ? "identical" : format_p(c.wilcoxon.p_value),
+           te});
   }
   return t.str();
 }
@@ -111,8 +113,9 @@ inline std::string sweep_table(const Summary& s, const std::string& family, cons
     if (c.te && c.te->value.defined) te = format_num(100.0 * c.te->value.value, 1);
     if (c.te && c.te->ci.defined) ci = "[" + format_num(100.0 * c.te->ci.low, 1) + ", " + format_num(100.0 * c.te->ci.high, 1) + "]";
     const double p = c.t_test.p_value, q = c.p_adjusted;
-    t.add({c.spec.name, std::to_string(c.n_pairs), te, ci, format_num(c.d_study.value), format_p(p),
-           std::isfinite(q) ? format_p(q) + (q < 0.05 ? " *" : "") : "n/a"});
+    t.add({c.spec.name, std::to_string(c.n_pairs), te, ci, format_num(c.d_study.value),
+           c.identical ? "identical" : format_p(p),
+           c.identical ? "identical" : std::isfinite(q) ? format_p(q) + (q < 0.05 ? " *" : "") : "n/a"});
   }
   return t.str();
 }
