@@ -14,7 +14,9 @@
 //                   400 generations in one batch
 //   rv              R_V (layers 4 and 24, W = 16) over 1,000 prompts of 64 tokens
 //   forward_*       forward throughput, batch 32 x 64 tokens: plain, a no-op hook attached at
-//                   every hook point but hook_pattern, and an activation cache of every hook_v
+//                   every hook point but hook_pattern, an activation cache of every hook_v, a V
+//                   swap at one layer, and plain again (the spread of the two plain runs is the
+//                   measurement's noise)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,6 +32,7 @@
 #include <mechlens/experiments/rv.hpp>
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
+#include <mechlens/interventions/swaps.hpp>
 #include <mechlens/models/model.hpp>
 
 #ifdef MECHLENS_WITH_CUDA
@@ -271,9 +274,15 @@ int main(int argc, char** argv) {
     std::vector<int64_t> flat;
     for (auto& p : prompts) flat.insert(flat.end(), p.begin(), p.end());
     at::Tensor ids = at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({32, prompt_len}).to(dev);
-    for (const char* mode : {"plain", "noop_hooks", "cache_hook_v", "plain_again"}) {
+    // The source of the patch mode: hook_v of layer cfg.n_layers() * 3 / 4 from another batch.
+    const int64_t patch_layer = cfg.n_layers() * 3 / 4;
+    CacheOptions src_opts;
+    src_opts.names = {"blocks." + std::to_string(patch_layer) + ".attn.hook_v"};
+    auto src = model->run_with_cache(ids.flip({0}), src_opts).second;
+    for (const char* mode : {"plain", "noop_hooks", "cache_hook_v", "patch_v", "plain_again"}) {
       HookHandle hooks;
       std::optional<ActivationCache> cache;
+      if (std::string(mode) == "patch_v") hooks = model->apply(v_swap(src, patch_layer));
       if (std::string(mode) == "noop_hooks")
         hooks = model->hooks().add_hook([](const std::string& n) { return n.find("hook_pattern") == std::string::npos; },
                                         [](const at::Tensor&, const HookContext&) { return std::nullopt; });

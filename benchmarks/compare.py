@@ -31,7 +31,7 @@ def main():
         if a in ml and b in hf:
             print(f"| {label} | {ml[a]:.1f} | {hf[b]:.1f} | {ml[a] / hf[b]:.2f}x |")
     plain = ml.get(("forward_plain", "tokens_per_s"))
-    for mode in ("noop_hooks", "cache_hook_v"):
+    for mode in ("noop_hooks", "cache_hook_v", "patch_v", "plain_again"):
         v = ml.get((f"forward_{mode}", "tokens_per_s"))
         if plain and v:
             print(f"| forward with {mode} vs plain (mechlens) | {v:.1f} | {plain:.1f} | {v / plain:.3f}x |")
