@@ -33,6 +33,7 @@
 #include "mechlens/metrics/statistics.hpp"
 #include "mechlens/models/init.hpp"
 #include "mechlens/models/kv_cache.hpp"
+#include "mechlens/models/kv_cache_io.hpp"
 #include "mechlens/models/load.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"

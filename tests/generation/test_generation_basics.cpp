@@ -3,6 +3,7 @@
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
 #include <mechlens/models/init.hpp>
+#include <mechlens/models/kv_cache_io.hpp>
 
 #include "test_util.hpp"
 
@@ -105,4 +106,27 @@ TEST_CASE("Re-rotated keys spliced from other positions equal the keys computed 
   opt.rerotate = false;
   splice_kv(spliced, alone, opt);
   REQUIRE(test::max_rel_diff(spliced.keys(0).narrow(2, 5, 4), want) > 1e-2);
+}
+
+TEST_CASE("A KV cache saved to safetensors loads back slot for slot and decodes the same") {
+  Model m = tiny();
+  PromptState state = prefill(*m, std::vector<std::vector<int64_t>>{{3, 4, 5, 6}, {7, 8}}, 6);
+  const std::string path = "/tmp/mechlens_kv_cache_test_" + std::to_string(::getpid()) + ".safetensors";
+  save_kv_cache(path, state.cache);
+  KVCache loaded = load_kv_cache(path, m->options(), 6);
+  REQUIRE(loaded.length() == state.cache.length());
+  REQUIRE(loaded.has_padding());
+  REQUIRE(loaded.keys(1).equal(state.cache.keys(1)));
+  REQUIRE(loaded.values(0).equal(state.cache.values(0)));
+  REQUIRE(loaded.positions().equal(state.cache.positions()));
+  REQUIRE(loaded.valid().equal(state.cache.valid()));
+  GenerationOptions g;
+  g.max_new_tokens = 5;
+  g.use_model_eos = false;
+  PromptState copy = state;
+  copy.cache = loaded;
+  REQUIRE(decode(*m, copy, g).tokens == decode(*m, state, g).tokens);
+  std::remove(path.c_str());
+  REQUIRE_THROWS_WITH(load_kv_cache(MECHLENS_TEST_DATA "/models/llama_tied/model.safetensors", m->options()),
+                      Catch::Contains("not a mechlens KV cache"));
 }
