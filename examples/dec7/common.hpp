@@ -305,9 +305,11 @@ inline ex::BarPanel transfer_panel(const ex::Summary& s, const std::string& fami
   p.reference_lines = {0.0, 100.0};
   for (const auto& c : s.contrasts) {
     if (!c.te || (!family.empty() && c.spec.family != family)) continue;
+    // Stars only where the contrast is against the baseline, i.e. tests the transfer itself.
     const double q = std::isfinite(c.p_adjusted) ? c.p_adjusted : c.t_test.p_value;
-    p.bars.push_back({c.spec.name, 100.0 * c.te->value.value, 100.0 * c.te->ci.low, 100.0 * c.te->ci.high,
-                      std::isfinite(q) ? (q < 0.001 ? "***" : q < 0.01 ? "**" : q < 0.05 ? "*" : "ns") : ""});
+    std::string note = c.identical ? "=" : std::isfinite(q) ? (q < 0.001 ? "***" : q < 0.01 ? "**" : q < 0.05 ? "*" : "ns") : "";
+    if (c.spec.b != c.spec.te_baseline) note.clear();
+    p.bars.push_back({c.spec.name, 100.0 * c.te->value.value, 100.0 * c.te->ci.low, 100.0 * c.te->ci.high, note});
   }
   return p;
 }

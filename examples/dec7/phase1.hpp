@@ -77,7 +77,13 @@ inline PhaseResult run_phase1(Setup& s, LayerRange layers) {
                         layers.str(), s.pairs.size(), r.summary.scorer, ex::condition_table(r.summary, labels),
                         ex::contrast_table(r.summary));
   write_phase(s, "phase1", r.summary, r.table, "Phase 1: KV cache transfer (layers " + layers.str() + ")",
-              {condition_panel(r.summary, "Behaviour score by condition", {}),
+              {condition_panel(r.summary, "Behaviour score by condition",
+                               {{"baseline", "baseline"},
+                                {"recursive", "recursive"},
+                                {conditions[2], "baseline + recursive KV"},
+                                {conditions[3], "recursive + baseline KV"},
+                                {conditions[4], "+ shuffled baseline KV"},
+                                {conditions[5], "+ shuffled recursive KV"}}),
                transfer_panel(r.summary, "", "Transfer (% of the natural recursive - baseline gap)")},
               {{"layers", layers.str()}, {"labels", labels}});
   return r;

@@ -56,8 +56,8 @@ inline double tick_step(double span) {
 
 /// The figure as SVG text.
 inline std::string svg_figure(const std::string& title, const std::vector<BarPanel>& panels) {
-  const double width = 760, panel_h = 300, top = 50;
-  const double left = 80, right = 20, plot_h = 190;
+  const double width = 800, panel_h = 330, top = 50;
+  const double left = 80, right = 70, plot_h = 190;
   std::string body;
   double y0 = top;
   for (const auto& panel : panels) {
@@ -115,7 +115,7 @@ inline std::string svg_figure(const std::string& title, const std::vector<BarPan
                             ymap(std::isfinite(top_v) ? top_v : 0) - 5, detail::svg_escape(b.note));
       }
       body += fmt::format(
-          "<text transform=\"translate({:.1f},{:.1f}) rotate(30)\" font-size=\"11\">{}</text>\n", cx - 4,
+          "<text transform=\"translate({:.1f},{:.1f}) rotate(35)\" font-size=\"11\">{}</text>\n", cx - 4,
           plot_top + plot_h + 14, detail::svg_escape(b.label));
     }
     body += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#333\"/>\n", left, ymap(0),
