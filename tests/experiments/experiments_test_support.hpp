@@ -18,6 +18,8 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <mechlens/core/filesystem.hpp>
+
 #include "../../examples/toy/tokenizer_json.hpp"
 
 namespace mechlens::test {
@@ -34,7 +36,8 @@ inline std::string temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
   const fs::path p = fs::path(MECHLENS_BINARY_DIR) / "tests" / "experiments-tmp" /
                      (tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  fs::remove_all(p);
+  // NOTE: POSIX removal, not fs::remove_all (see core/filesystem.hpp: PyTorch wheels' copy crashes).
+  mechlens::detail::remove_tree(p.string());
   fs::create_directories(p);
   return p.string();
 }
@@ -105,6 +108,15 @@ inline const std::string& demo_run() {
     return d;
   }();
   return dir;
+}
+
+/// Copies one file (plain streams: no std::filesystem copy machinery).
+inline void copy_file(const std::string& from, const std::string& to) {
+  std::ifstream in(from, std::ios::binary);
+  REQUIRE(in.good());
+  std::ofstream out(to, std::ios::binary | std::ios::trunc);
+  out << in.rdbuf();
+  REQUIRE(out.good());
 }
 
 inline nlohmann::json read_json(const std::string& path) {

@@ -61,7 +61,9 @@ TEST_CASE("Imported ratings give the statistics of the scores they carry", "[exp
   std::ofstream(dir + "/rated.csv") << rated;
 
   const std::string run = test::temp_dir("rated-run");
-  test::fs::copy(test::demo_run(), run, test::fs::copy_options::recursive | test::fs::copy_options::overwrite_existing);
+  test::fs::create_directories(run + "/phase1");
+  test::copy_file(test::demo_run() + "/generations.jsonl", run + "/generations.jsonl");
+  test::copy_file(test::demo_run() + "/phase1/summary.json", run + "/phase1/summary.json");
   auto r = test::run_program("dec7_blind_rating", {"import", "--run", run, "--ratings", dir + "/rated.csv", "--key",
                                                    dir + "/key.csv", "--phase", "phase1"});
   INFO(r.output);
