@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/names.hpp"
 #include "mechlens/hooks/hook_point.hpp"
 
 namespace mechlens {
@@ -40,38 +41,6 @@ inline bool glob_match(std::string_view pattern, std::string_view text) {
 }
 
 inline bool is_glob(std::string_view s) { return s.find_first_of("*?") != std::string_view::npos; }
-
-inline size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-/// The `count` names nearest to `wanted` by edit distance, for "did you mean" messages.
-inline std::vector<std::string> nearest_names(const std::string& wanted, const std::vector<std::string>& names,
-                                              size_t count = 3) {
-  std::vector<std::pair<size_t, std::string>> scored;
-  for (const auto& n : names) scored.emplace_back(edit_distance(wanted, n), n);
-  std::stable_sort(scored.begin(), scored.end(), [](auto& a, auto& b) { return a.first < b.first; });
-  std::vector<std::string> out;
-  for (size_t i = 0; i < scored.size() && i < count; ++i) out.push_back(scored[i].second);
-  return out;
-}
-
-inline std::string quoted_list(const std::vector<std::string>& names) {
-  std::string s;
-  for (size_t i = 0; i < names.size(); ++i) s += (i ? ", '" : "'") + names[i] + "'";
-  return s;
-}
 
 struct RegistryCore {
   RunState run;

@@ -43,6 +43,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/filesystem.hpp"
+#include "mechlens/core/names.hpp"
 #include "mechlens/io/atomic_file.hpp"
 #include "mechlens/io/json.hpp"
 
@@ -150,35 +151,9 @@ struct TensorInfo {
 
 namespace mechlens::detail {
 
-/// Levenshtein distance, for "did you mean" lists.
-inline std::size_t key_edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 /// "'a', 'b', 'c'": up to `count` of `names` closest to `query` by edit distance (ties by name).
-inline std::string nearest_keys(const std::string& query, const std::vector<std::string>& names,
-                                 std::size_t count = 3) {
-  std::vector<std::pair<std::size_t, const std::string*>> scored;
-  scored.reserve(names.size());
-  for (const auto& name : names) scored.emplace_back(key_edit_distance(query, name), &name);
-  std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
-    return x.first != y.first ? x.first < y.first : *x.second < *y.second;
-  });
-  std::string out;
-  for (std::size_t i = 0; i < scored.size() && i < count; ++i)
-    out += fmt::format("{}'{}'", i ? ", " : "", *scored[i].second);
-  return out;
+inline std::string nearest_keys(const std::string& query, const std::vector<std::string>& names, size_t count = 3) {
+  return quoted_list(nearest_names(query, names, count));
 }
 
 /// A whole file mapped read-only. The mapping stays valid while this object lives; it sees the
