@@ -43,7 +43,7 @@ namespace {
 struct Flags {
   std::string out;
   uint64_t seed = 7;
-  int steps = 700;
+  int steps = 600;
   int batch = 24;
   double lr = 3e-3;
   double mix = 0.35;
