@@ -15,6 +15,12 @@ int main(int argc, char** argv) {
                                           "transfers all layers");
   app.add_option("--correction", correction, "phase 2's correction across ranges: holm, bh or none")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  // Run twice without --out (the README's first command), and the second run goes to a new
+  // folder (demo-2, demo-3, ...) instead of refusing the first one's records.
+  if (app.count("--out") == 0 && !f.resume) {
+    const std::string base = f.out;
+    for (int k = 2; dec7::fs::exists(f.out + "/generations.jsonl"); ++k) f.out = base + "-" + std::to_string(k);
+  }
   return dec7::guarded([&] {
     const auto t0 = std::chrono::steady_clock::now();
     auto s = dec7::setup(f, "dec7_demo");
