@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     std::set<std::string> needed(names.begin(), names.end());
     size_t unrated_needed = 0;
     for (const auto& id : imported.unrated)
-      if (needed.count(id.substr(0, id.rfind('|')))) ++unrated_needed;
+      if (needed.count(id.substr(0, id.find('|')))) ++unrated_needed;  // condition names hold no '|'
     MECHLENS_CHECK(unrated_needed == 0 || allow_missing, mechlens::ArgumentError,
                    "{} generation(s) of the phase's conditions have no rating in '{}' (e.g. '{}'); rate them or pass "
                    "--allow-missing",
