@@ -130,3 +130,15 @@ TEST_CASE("A KV cache saved to safetensors loads back slot for slot and decodes 
   REQUIRE_THROWS_WITH(load_kv_cache(MECHLENS_TEST_DATA "/models/llama_tied/model.safetensors", m->options()),
                       Catch::Contains("not a mechlens KV cache"));
 }
+
+TEST_CASE("A splice of padded batches whose rows differ in length is refused instead of copying padding") {
+  Model m = tiny();
+  PromptState target = prefill(*m, std::vector<std::vector<int64_t>>{{3, 4, 5, 6, 7}, {8, 9, 10, 11, 12}}, 4);
+  PromptState ragged = prefill(*m, std::vector<std::vector<int64_t>>{{3, 4, 5, 6, 7}, {8, 9}}, 4);
+  PromptState even = prefill(*m, std::vector<std::vector<int64_t>>{{13, 14, 15, 16, 17}, {18, 19, 20, 21, 22}}, 4);
+  SpliceOptions right;
+  right.align = Align::Right;
+  REQUIRE_THROWS_WITH(splice_kv(target.cache, ragged.cache, right), Catch::Contains("row by row"));
+  REQUIRE_NOTHROW(splice_kv(target.cache, even.cache, right));
+  REQUIRE(target.cache.keys(0).equal(even.cache.keys(0)));
+}

@@ -100,6 +100,14 @@ inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOption
   for (auto [t, s] : pairs) t_idx.push_back(t), s_idx.push_back(s);
   at::Tensor ti = at::tensor(t_idx, long_opts.device(at::kCPU)).to(target.device());
   at::Tensor si = at::tensor(s_idx, long_opts.device(at::kCPU)).to(source.device());
+  if (source.has_padding() || target.has_padding()) {
+    // One slot map serves every row: in a padded batch it must pair real slots with real slots.
+    at::Tensor sv = source.valid().index_select(1, si).to(target.device());
+    at::Tensor tv = target.valid().index_select(1, ti);
+    MECHLENS_CHECK(sv.expand_as(tv).eq(tv).all().item<bool>(), ArgumentError,
+                   "KV splice: in these left-padded caches the aligned slots pair padding with real tokens in some "
+                   "row (rows of different lengths); splice row by row (experiments/row_splice.hpp) or pass a slot map");
+  }
   auto heads = opt.kv_heads.resolve(target.n_kv_heads(), "KV head", "KV splice");
   const int64_t b = target.batch();
 
