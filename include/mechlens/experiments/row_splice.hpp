@@ -92,14 +92,7 @@ inline std::vector<std::pair<int64_t, int64_t>> row_splice_slots(int64_t target_
 /// number of slots copied.
 inline std::vector<int64_t> splice_kv_rows(KVCache& target, const KVCache& source, const RowSpliceOptions& opt = {}) {
   at::NoGradGuard no_grad;
-  MECHLENS_CHECK(source.n_layers() == target.n_layers() && source.n_kv_heads() == target.n_kv_heads() &&
-                     source.d_head() == target.d_head(),
-                 ShapeError, "KV splice: source cache [layers {}, kv_heads {}, d_head {}] vs target [layers {}, kv_heads {}, d_head {}]",
-                 source.n_layers(), source.n_kv_heads(), source.d_head(), target.n_layers(), target.n_kv_heads(),
-                 target.d_head());
-  MECHLENS_CHECK(source.batch() == target.batch() || source.batch() == 1, ShapeError,
-                 "KV splice: source batch {} vs target batch {} (expected equal, or a source of 1)", source.batch(),
-                 target.batch());
+  mechlens::detail::check_splice_caches(target, source);
   MECHLENS_CHECK(!opt.rerotate || opt.rope.has_value(), ArgumentError, "KV splice: rerotate needs the model's rope configuration");
   const LayerRange layers = opt.layers.value_or(LayerRange{0, target.n_layers()});
   layers.check(target.n_layers(), "KV splice layers");

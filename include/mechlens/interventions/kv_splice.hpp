@@ -77,10 +77,9 @@ inline std::vector<std::pair<int64_t, int64_t>> splice_slot_pairs(int64_t n_targ
   return pairs;
 }
 
-/// Copies source keys/values into `target` in place (see the file comment). The source has
-/// batch 1 (broadcast over the target's rows) or the target's batch.
-inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOptions& opt = {}) {
-  at::NoGradGuard no_grad;
+namespace detail {
+/// Source and target caches of the same model shape; the source has batch 1 or the target's.
+inline void check_splice_caches(const KVCache& target, const KVCache& source) {
   MECHLENS_CHECK(source.n_layers() == target.n_layers() && source.n_kv_heads() == target.n_kv_heads() &&
                      source.d_head() == target.d_head(),
                  ShapeError, "KV splice: source cache [layers {}, kv_heads {}, d_head {}] vs target [layers {}, kv_heads {}, d_head {}]",
@@ -89,6 +88,14 @@ inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOption
   MECHLENS_CHECK(source.batch() == target.batch() || source.batch() == 1, ShapeError,
                  "KV splice: source batch {} vs target batch {} (expected equal, or a source of 1)", source.batch(),
                  target.batch());
+}
+}  // namespace detail
+
+/// Copies source keys/values into `target` in place (see the file comment). The source has
+/// batch 1 (broadcast over the target's rows) or the target's batch.
+inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOptions& opt = {}) {
+  at::NoGradGuard no_grad;
+  detail::check_splice_caches(target, source);
   MECHLENS_CHECK(!(opt.align == Align::Left && opt.slot_map.empty() && (source.has_padding() || target.has_padding())),
                  ArgumentError, "KV splice: left alignment of left-padded caches would copy padding; use right alignment or a slot map");
   const LayerRange layers = opt.layers.value_or(LayerRange{0, target.n_layers()});
