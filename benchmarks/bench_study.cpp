@@ -9,6 +9,8 @@
 //   decode_splice   batch-1 decode of 128 new tokens after a 64-token prompt whose KV cache has
 //                   layers 16:32 spliced from another 64-token prompt (greedy)
 //   decode_plain    the same without the splice
+//   decode_splice_eager / decode_splice_aten: decode_splice without the CUDA graph / with the
+//                   ATen kernels instead of the fused ones (what each of the two buys)
 //   phase1          100 prompt pairs of 64 tokens, 4 conditions (baseline, recursive, baseline +
 //                   recursive KV, recursive + baseline KV), 50 new tokens at temperature 0.7, all
 //                   400 generations in one batch
@@ -33,6 +35,7 @@
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
 #include <mechlens/interventions/swaps.hpp>
+#include <mechlens/kernels/fused_ops.hpp>
 #include <mechlens/models/model.hpp>
 
 #ifdef MECHLENS_WITH_CUDA
@@ -174,10 +177,14 @@ int main(int argc, char** argv) {
   rec.add("model", "cuda_graph_decoding", dev.is_cuda() ? 1.0 : 0.0, "", "1 = decode steps replay a CUDA graph");
 #endif
   // --- batch-1 decode with and without a KV splice of layers 16:32 ----------------------------
-  for (int variant = 0; variant < 3; ++variant) {
-    const bool splice = variant != 1, eager = variant == 2;
-    const std::string name = variant == 0 ? "decode_splice" : variant == 1 ? "decode_plain" : "decode_splice_eager";
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool splice = variant != 1, eager = variant == 2, aten = variant == 3;
+    const std::string name = variant == 0   ? "decode_splice"
+                             : variant == 1 ? "decode_plain"
+                             : variant == 2 ? "decode_splice_eager"
+                                            : "decode_splice_aten";
     if (!want(name)) continue;
+    kernels::set_fused_enabled(!aten);  // decode_splice_aten: the ATen kernels instead of the fused ones
     auto prompts = random_prompts(2, prompt_len, cfg.vocab_size, 7);
     GenerationOptions g;
     g.max_new_tokens = 128;
@@ -201,6 +208,7 @@ int main(int argc, char** argv) {
     rec.add(name, "new_tokens_per_s", 128.0 / median(times), "tok/s", "decode only, batch 1");
     rec.add(name, "peak_gib", peak, "GiB");
   }
+  kernels::set_fused_enabled(true);
 
   // --- phase 1: 100 pairs, 4 conditions, 50 new tokens at T = 0.7, one batch -------------------
   if (want("phase1")) {

@@ -20,6 +20,7 @@ def main():
     pairs = [
         ("batch-1 decode, KV splice 16:32 (tok/s)", ("decode_splice", "new_tokens_per_s"), ("decode_splice_loop", "new_tokens_per_s")),
         ("batch-1 decode, KV splice, eager steps (tok/s)", ("decode_splice_eager", "new_tokens_per_s"), ("decode_splice_loop", "new_tokens_per_s")),
+        ("batch-1 decode, KV splice, ATen kernels, no fused ones (tok/s)", ("decode_splice_aten", "new_tokens_per_s"), ("decode_splice_loop", "new_tokens_per_s")),
         ("batch-1 decode, plain (tok/s) vs HF generate", ("decode_plain", "new_tokens_per_s"), ("generate_plain", "new_tokens_per_s")),
         ("phase 1, 400 x 50 tokens (tok/s) vs HF batched 32", ("phase1", "new_tokens_per_s"), ("phase1_batched32", "new_tokens_per_s")),
         ("phase 1 (tok/s) vs HF one pair at a time", ("phase1", "new_tokens_per_s"), ("phase1_loop", "new_tokens_per_s")),

@@ -29,6 +29,15 @@ if(NOT TARGET mechlens::deps)
   if(TARGET torch_cuda)
     # CUDA-only code paths (seeded CUDA generators, CUDA graphs) compile only where LibTorch has CUDA.
     target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_CUDA=1)
+    # Fused kernels (include/mechlens/kernels/) are compiled at run time by NVRTC and launched
+    # through the driver API: both come with the CUDA toolkit a CUDA LibTorch is built against.
+    find_package(CUDAToolkit QUIET)
+    if(TARGET CUDA::nvrtc AND TARGET CUDA::cuda_driver)
+      target_link_libraries(mechlens::deps INTERFACE CUDA::nvrtc CUDA::cuda_driver)
+      target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_NVRTC=1)
+    else()
+      message(STATUS "mechlens: no NVRTC in the CUDA toolkit; the fused CUDA kernels are off (ATen kernels run)")
+    endif()
   endif()
 
   if(MECHLENS_FMT_HEADER_ONLY)

@@ -19,6 +19,8 @@
 
 #include "mechlens/core/torch_compat.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
+#include "mechlens/kernels/fused_ops.hpp"
+#include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/linear.hpp"
 #include "mechlens/models/model_config.hpp"
@@ -46,15 +48,24 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   /// x [batch, pos, d_model] -> [batch, pos, d_model] (the o_proj output).
-  /// `mask` is [batch, 1, pos, key_pos] (true = attend) or undefined for plain causal attention
+  /// `mask.allowed` is [batch, 1, pos, key_pos] (true = attend) or undefined for plain causal attention
   /// over exactly these positions; with a cache, keys and values are appended to it first (at the
   /// device index `slot` with attention over the whole capacity when `slot` is defined: the
   /// static-shape step CUDA graphs capture).
-  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache,
+  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache,
                      const at::Tensor& slot = {}) {
     const int64_t b = x.size(0), p = x.size(1);
     const int64_t nq = n_heads_ * d_head_, nk = n_kv_heads_ * d_head_;
     at::Tensor q, k, v;
+    if (cache && slot.defined() && qkv_weight_.defined() && p == 1 && !projection_hooks_active() &&
+        kernels::fused_available(x)) {
+      // One decoding step on CUDA: rotary and the cache write in one kernel.
+      at::Tensor qkv = at::linear(x, qkv_weight_, qkv_bias_);
+      at::Tensor keys = cache->key_storage().select(0, layer_), values = cache->value_storage().select(0, layer_);
+      q = kernels::rotary_write_kv(qkv, n_heads_, n_kv_heads_, angles.positions, angles.inv_freq, slot, keys, values);
+      at::Tensor z = (*hook_z_)(attend(q.transpose(1, 2), keys, values, mask).transpose(1, 2));
+      return o_proj_(z.reshape({b, p, n_heads_ * d_head_}));
+    }
     if (qkv_weight_.defined()) {
       at::Tensor qkv = at::linear(x, qkv_weight_, qkv_bias_);  // [b, p, (h + 2 kv) * d], one GEMM
       v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
@@ -110,13 +121,19 @@ class AttentionImpl : public torch::nn::Module {
   }
 
  private:
+  bool projection_hooks_active() const {
+    return hook_q_->active() || hook_k_->active() || hook_v_->active() || hook_rot_q_->active() ||
+           hook_rot_k_->active();
+  }
+
   /// q [b, h, p, d], keys/values [b, kv, k, d] -> [b, h, p, d].
-  at::Tensor attend(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& mask) {
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const AttentionMask& mask) {
     const double scale = 1.0 / std::sqrt(static_cast<double>(d_head_));
 #if MECHLENS_TORCH_AT_LEAST(2, 5)
     if (!hook_pattern_->active()) {
       if (mask.defined())
-        return at::scaled_dot_product_attention(q, keys, values, mask, 0.0, false, scale, n_heads_ != n_kv_heads_);
+        return at::scaled_dot_product_attention(q, keys, values, mask.bias.defined() ? mask.bias : mask.allowed, 0.0,
+                                                false, scale, n_heads_ != n_kv_heads_);
       return at::scaled_dot_product_attention(q, keys, values, {}, 0.0, /*is_causal=*/true, scale,
                                               n_heads_ != n_kv_heads_);
     }
@@ -126,7 +143,7 @@ class AttentionImpl : public torch::nn::Module {
     at::Tensor qg = q.reshape({b, n_kv_heads_, g, p, d_head_});
     at::Tensor scores = at::matmul(qg, keys.unsqueeze(2).transpose(-1, -2)) * scale;  // [b, kv, g, p, k]
     scores = scores.view({b, n_heads_, p, kp});
-    at::Tensor allowed = mask.defined() ? mask : causal_mask(p, kp, q.device());
+    at::Tensor allowed = mask.defined() ? mask.allowed : causal_mask(p, kp, q.device());
     scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
     at::Tensor pattern = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     pattern = (*hook_pattern_)(pattern);  // [b, h, p, k]

@@ -5,6 +5,7 @@
 /// transformers' sliding-window mask defines it. Spliced, prefixed and left-padded caches are
 /// therefore masked by what they hold.
 
+#include <limits>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -25,5 +26,28 @@ inline at::Tensor make_attention_mask(const at::Tensor& q_pos, const at::Tensor&
   if (q_live.defined()) mask = mask.logical_or(q_live.logical_not().unsqueeze(-1));
   return mask.unsqueeze(1);
 }
+
+/// A mask as the layers consume it, made once per forward and shared by every layer.
+struct AttentionMask {
+  /// Boolean [batch, 1, queries, keys], true = attend; undefined = plain causal attention over
+  /// exactly the new tokens.
+  at::Tensor allowed;
+  /// The same as an additive bias (0 / -inf) in the activation dtype, for the fused attention of
+  /// LibTorch 2.x, which would otherwise convert `allowed` in every layer. Undefined when
+  /// `allowed` is, or where it is not needed.
+  at::Tensor bias;
+
+  bool defined() const { return allowed.defined(); }
+
+  /// Wraps a boolean mask; with `bias_dtype`, also makes its additive form.
+  static AttentionMask from(const at::Tensor& allowed, std::optional<at::ScalarType> bias_dtype = std::nullopt) {
+    AttentionMask m;
+    m.allowed = allowed;
+    if (allowed.defined() && bias_dtype)
+      m.bias = at::zeros(allowed.sizes(), allowed.options().dtype(*bias_dtype))
+                   .masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    return m;
+  }
+};
 
 }  // namespace mechlens

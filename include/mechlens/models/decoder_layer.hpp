@@ -5,6 +5,7 @@
 /// hook_resid_post (all [batch, pos, d_model]).
 
 #include <string>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
@@ -37,12 +38,18 @@ class DecoderLayerImpl : public torch::nn::Module {
   }
 
   /// resid [batch, pos, d_model] -> same.
-  at::Tensor forward(at::Tensor resid, const RotaryAngles& angles, const at::Tensor& mask, KVCache* cache,
+  at::Tensor forward(at::Tensor resid, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache,
                      const at::Tensor& slot = {}) {
     resid = (*hook_resid_pre_)(std::move(resid));
     at::Tensor attn_out = (*hook_attn_out_)(self_attn_((*hook_ln1_)(input_layernorm_(resid)), angles, mask, cache, slot));
-    resid = (*hook_resid_mid_)(resid + attn_out);
-    at::Tensor mlp_out = (*hook_mlp_out_)(mlp_((*hook_ln2_)(post_attention_layernorm_(resid))));
+    at::Tensor normed;
+    if (hook_resid_mid_->active()) {
+      resid = (*hook_resid_mid_)(resid + attn_out);
+      normed = post_attention_layernorm_(resid);
+    } else {
+      std::tie(resid, normed) = post_attention_layernorm_->add_forward(resid, attn_out);  // one kernel on CUDA
+    }
+    at::Tensor mlp_out = (*hook_mlp_out_)(mlp_((*hook_ln2_)(normed)));
     return (*hook_resid_post_)(resid + mlp_out);
   }
 

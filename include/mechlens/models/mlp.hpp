@@ -7,6 +7,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/models/linear.hpp"
 #include "mechlens/models/model_config.hpp"
 
@@ -23,6 +24,7 @@ class MlpImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     if (gate_up_weight_.defined()) {
       at::Tensor gu = at::linear(x, gate_up_weight_);  // [b, p, 2 * d_mlp], one GEMM
+      if (kernels::fused_available(gu)) return down_proj_(kernels::silu_mul(gu));
       const int64_t f = gu.size(-1) / 2;
       return down_proj_(at::silu(gu.narrow(-1, 0, f)) * gu.narrow(-1, f, f));
     }

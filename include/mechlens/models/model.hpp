@@ -15,6 +15,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/torch_compat.hpp"
 #include "mechlens/core/shape.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
@@ -127,6 +128,12 @@ class ModelImpl : public torch::nn::Module {
       mask = make_attention_mask(positions, live, positions, live, cfg_.sliding_window);
     }  // else: plain causal attention over exactly these tokens
     RotaryAngles angles = rotary_angles(inv_freq_, positions, options_.dtype().toScalarType());
+#if MECHLENS_TORCH_AT_LEAST(2, 5)
+    // The fused attention takes an additive bias: made here once, not in each of the layers.
+    const AttentionMask layer_mask = AttentionMask::from(mask, options_.dtype().toScalarType());
+#else
+    const AttentionMask layer_mask = AttentionMask::from(mask);
+#endif
 
     MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
                    "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
@@ -135,7 +142,7 @@ class ModelImpl : public torch::nn::Module {
     try {
       resid = (*hook_embed_)(embed_tokens_(token_ids));
       for (auto& block : blocks_) {
-        resid = block(resid, angles, mask, opt.cache, opt.slot);
+        resid = block(resid, angles, layer_mask, opt.cache, opt.slot);
         if (opt.stop_after_layer >= 0 && &block == &blocks_[static_cast<size_t>(opt.stop_after_layer)]) break;
       }
     } catch (...) {

@@ -3,9 +3,13 @@
 /// RMSNorm as Hugging Face's Llama computes it: normalise in float32, cast back to the input
 /// dtype, then multiply by the weight (the order matters in bfloat16).
 
+#include <utility>
+
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+
+#include "mechlens/kernels/fused_ops.hpp"
 
 namespace mechlens {
 
@@ -16,11 +20,23 @@ class RMSNormImpl : public torch::nn::Module {
   }
   /// [..., dim] -> same
   at::Tensor forward(const at::Tensor& x) const {
+    if (kernels::fused_available(x)) return kernels::rms_norm(x, weight, eps_);
     at::Tensor x32 = x.to(at::kFloat);
     at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
     x32 = x32 * at::rsqrt(variance + eps_);
     return weight * x32.to(x.scalar_type());
   }
+
+  /// (resid + delta, forward(resid + delta)): the residual add and the norm after it, one
+  /// kernel where the fused kernels run.
+  std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& resid, const at::Tensor& delta) const {
+    if (kernels::fused_available(resid) && delta.sizes() == resid.sizes() && delta.scalar_type() == resid.scalar_type())
+      return kernels::add_rms_norm(resid, delta, weight, eps_);
+    at::Tensor sum = resid + delta;
+    return {sum, forward(sum)};
+  }
+
+  double eps() const { return eps_; }
 
   at::Tensor weight;
 

@@ -39,6 +39,10 @@ struct RotaryAngles {
   at::Tensor cos;
   at::Tensor sin;
   at::Tensor sin_signed;
+  /// What they were made from ([batch, pos] int64, [d_head / 2] float32), for kernels that
+  /// compute the angles themselves (kernels::rotary_write_kv).
+  at::Tensor positions;
+  at::Tensor inv_freq;
 };
 
 inline RotaryAngles rotary_angles(const at::Tensor& inv_freq, const at::Tensor& positions, at::ScalarType dtype) {
@@ -46,7 +50,7 @@ inline RotaryAngles rotary_angles(const at::Tensor& inv_freq, const at::Tensor& 
   at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(2);              // [b, p, 1, d]
   at::Tensor sin = emb.sin();
   at::Tensor sign = at::cat({at::full_like(freqs, -1.0), at::ones_like(freqs)}, -1).unsqueeze(2);
-  return {emb.cos().to(dtype), sin.to(dtype), (sin * sign).to(dtype)};
+  return {emb.cos().to(dtype), sin.to(dtype), (sin * sign).to(dtype), positions, inv_freq};
 }
 
 /// Applies rotary embeddings (HF's rotate-half form, x * cos + rotate_half(x) * sin) to

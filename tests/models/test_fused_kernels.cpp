@@ -1,0 +1,144 @@
+// The fused CUDA kernels (include/mechlens/kernels/fused_ops.hpp) against the ATen computation
+// they replace, written here the way Hugging Face's Llama writes it, and the whole model with the
+// kernels on against transformers' reference outputs.
+//
+// Tolerances: silu_mul, rotary_write_kv and the sum of add_rms_norm round exactly where the
+// reference rounds, so they must be bit-identical. RMSNorm sums squares in a different order than
+// ATen's reduction, so its float32 statistic may differ in the last bits: in bfloat16 / float16
+// outputs at most two units in the last place (one in the normalised value, which the weight
+// multiply can make two), on at most 1 % of the elements; in float32 at most 4 units. The model: the parity rule of
+// test_hf_parity.cpp (1e-4 of the reference's scale).
+//
+// On a machine without CUDA the kernels are reported unavailable and only that is checked.
+#include <mechlens/io/safetensors.hpp>
+#include <mechlens/kernels/fused_ops.hpp>
+#include <mechlens/models/load.hpp>
+#include <mechlens/models/rotary.hpp>
+
+#include "test_util.hpp"
+
+using namespace mechlens;
+
+namespace {
+
+bool cuda_run() { return test::device().is_cuda(); }
+
+at::Tensor hf_rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor var = x32.pow(2).mean(-1, true);
+  return w * (x32 * at::rsqrt(var + eps)).to(x.scalar_type());
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t h = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+}
+
+/// The fraction of elements of a and b that are not bit-identical, and the largest distance
+/// between them in units in the last place (the difference of their bit patterns as integers).
+std::pair<double, int64_t> mismatch(const at::Tensor& a, const at::Tensor& b) {
+  const auto bits = a.element_size() == 2 ? at::kShort : at::kInt;
+  at::Tensor x = a.contiguous().view(bits).to(at::kLong).cpu(), y = b.contiguous().view(bits).to(at::kLong).cpu();
+  double frac = x.ne(y).to(at::kDouble).mean().item<double>();
+  return {frac, (x - y).abs().max().item<int64_t>()};
+}
+
+const at::ScalarType kDtypes[] = {at::kFloat, at::kBFloat16, at::kHalf};
+
+}  // namespace
+
+TEST_CASE("Fused kernels are reported unavailable where they cannot run") {
+  at::NoGradGuard no_grad;
+  REQUIRE_FALSE(kernels::fused_available(at::zeros({2, 8})));  // CPU tensor
+  if (!cuda_run()) return;
+  at::Tensor x = at::zeros({2, 8}, at::TensorOptions().device(test::device()));
+  REQUIRE_FALSE(kernels::fused_available(x.to(at::kDouble)));
+  kernels::set_fused_enabled(false);
+  REQUIRE_FALSE(kernels::fused_available(x));
+  kernels::set_fused_enabled(true);
+  REQUIRE(kernels::fused_available(x));
+  {
+    at::AutoGradMode grad(true);
+    REQUIRE_FALSE(kernels::fused_available(x));  // no backward
+  }
+}
+
+TEST_CASE("Fused RMSNorm and add + RMSNorm match the float32 computation transformers does") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  at::manual_seed(3);
+  for (auto dtype : kDtypes) {
+    for (int64_t d : {64, 4096, 5120, 9000}) {
+      auto opts = at::TensorOptions().dtype(dtype).device(test::device());
+      at::Tensor x = at::randn({3, 5, d}, opts) * 3, delta = at::randn({3, 5, d}, opts);
+      at::Tensor w = at::randn({d}, opts);
+      INFO("dtype " << c10::toString(dtype) << ", d " << d);
+      const bool f32 = dtype == at::kFloat;
+      auto [frac, worst] = mismatch(kernels::rms_norm(x, w, 1e-5), hf_rms_norm(x, w, 1e-5));
+      CHECK((f32 || frac <= 0.01));
+      CHECK(worst <= (f32 ? 4 : 2));
+      auto [sum, normed] = kernels::add_rms_norm(x, delta, w, 1e-6);
+      REQUIRE(at::equal(sum, x + delta));
+      std::tie(frac, worst) = mismatch(normed, hf_rms_norm(x + delta, w, 1e-6));
+      CHECK((f32 || frac <= 0.01));
+      CHECK(worst <= (f32 ? 4 : 2));
+    }
+  }
+}
+
+TEST_CASE("Fused silu(gate) * up is bit-identical to ATen's two kernels") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  at::manual_seed(4);
+  for (auto dtype : kDtypes) {
+    at::Tensor gu = at::randn({4, 3, 2 * 700}, at::TensorOptions().dtype(dtype).device(test::device())) * 4;
+    at::Tensor expected = at::silu(gu.narrow(-1, 0, 700)) * gu.narrow(-1, 700, 700);
+    INFO("dtype " << c10::toString(dtype));
+    REQUIRE(at::equal(kernels::silu_mul(gu), expected));
+  }
+}
+
+TEST_CASE("Fused rotary + KV write equals rotate-half rotary and writes only the given slot") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  at::manual_seed(5);
+  RopeConfig rope{"llama3", 500000.0, 8.0, 1.0, 4.0, 8192};
+  const int64_t b = 3, hq = 8, hkv = 2, d = 64, cap = 10;
+  for (auto dtype : kDtypes) {
+    auto opts = at::TensorOptions().dtype(dtype).device(test::device());
+    auto longs = at::TensorOptions().dtype(at::kLong).device(test::device());
+    at::Tensor inv_freq = rope_inverse_frequencies(rope, d, test::device());
+    at::Tensor qkv = at::randn({b, 1, (hq + 2 * hkv) * d}, opts);
+    at::Tensor positions = at::tensor(std::vector<int64_t>{7, 130, 4000}, longs).view({b, 1});
+    at::Tensor slot = at::full({1}, 4, longs);
+    at::Tensor keys = at::zeros({b, hkv, cap, d}, opts), values = at::zeros({b, hkv, cap, d}, opts);
+    at::Tensor q = kernels::rotary_write_kv(qkv, hq, hkv, positions, inv_freq, slot, keys, values);
+
+    // transformers: cos/sin from float32 angles cast to the dtype; q * cos + rotate_half(q) * sin.
+    RotaryAngles a = rotary_angles(inv_freq, positions, dtype);
+    auto rope_ref = [&](const at::Tensor& x) { return x * a.cos + rotate_half(x) * a.sin; };
+    at::Tensor heads = qkv.view({b, 1, hq + 2 * hkv, d});
+    INFO("dtype " << c10::toString(dtype));
+    REQUIRE(at::equal(q, rope_ref(heads.narrow(2, 0, hq))));
+    REQUIRE(at::equal(keys.select(2, 4), rope_ref(heads.narrow(2, hq, hkv)).squeeze(1)));
+    REQUIRE(at::equal(values.select(2, 4), heads.narrow(2, hq + hkv, hkv).squeeze(1)));
+    REQUIRE(keys.narrow(2, 0, 4).abs().sum().item<double>() == 0.0);
+    REQUIRE(values.narrow(2, 5, cap - 5).abs().sum().item<double>() == 0.0);
+  }
+}
+
+TEST_CASE("With the fused kernels on, the model still matches transformers and decodes the same tokens") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;  // the kernels run only without autograd
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa"}) {
+    const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;
+    Model model = load_model(dir, {at::kFloat, test::device()});
+    auto ref = io::load_safetensors(dir + "/reference.safetensors");
+    for (int i = 0; i < 3; ++i) {
+      const std::string p = "p" + std::to_string(i) + ".";
+      INFO(name << " prompt " << i);
+      REQUIRE(kernels::fused_available(at::zeros({1}, at::TensorOptions().device(test::device()))));
+      REQUIRE(test::max_rel_diff(model->forward(ref.at(p + "input_ids")), ref.at(p + "logits")) <= 1e-4);
+    }
+  }
+}
