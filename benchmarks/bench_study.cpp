@@ -162,6 +162,7 @@ int main(int argc, char** argv) {
     for (auto& p : model->named_parameters())
       if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
       else p.value().normal_(0.0, 0.02);
+    model->fuse_projections();  // as load_model does: q/k/v and gate/up as single GEMMs
   }
   int64_t weight_bytes = 0;
   for (auto& p : model->parameters()) weight_bytes += p.numel() * static_cast<int64_t>(p.element_size());
