@@ -44,6 +44,8 @@
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/npy.hpp"
 #include "mechlens/io/safetensors.hpp"
+#include "mechlens/kernels/fused_ops.hpp"
+#include "mechlens/kernels/runtime_compiler.hpp"
 #include "mechlens/metrics/behaviour.hpp"
 #include "mechlens/metrics/bootstrap.hpp"
 #include "mechlens/metrics/corrections.hpp"
