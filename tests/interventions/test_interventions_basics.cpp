@@ -107,3 +107,36 @@ TEST_CASE("Patching from a source of another length needs an alignment, and righ
   REQUIRE(y.narrow(1, 0, 2).abs().sum().item<double>() == 0.0);
   REQUIRE(y.narrow(1, 2, 3).equal(source));
 }
+
+TEST_CASE("A patch from a left-padded source refuses to put padding into a real target token") {
+  Site s;
+  CacheOptions keep;
+  keep.names = {"blocks.0.hook_resid_post"};
+  auto src = ActivationCache::attach(s.reg, keep);
+  // Source batch of 2 x 3 positions: row 1 is one token shorter (left padding at position 0).
+  at::Tensor live = at::tensor(std::vector<int64_t>{1, 1, 1, 0, 1, 1}).view({2, 3}).to(at::kBool);
+  s.reg.run_state().live = live;
+  at::Tensor source = at::arange(24, at::kFloat).view({2, 3, 4});
+  (*s.resid)(source);
+  src.detach();
+  REQUIRE(src.live("blocks.0.hook_resid_post").equal(live));
+
+  s.reg.run_state().live = at::Tensor();  // the target: 2 rows of 3 real tokens
+  {
+    auto scope = patch("blocks.0.hook_resid_post", src).apply(s.reg);
+    REQUIRE_THROWS_WITH((*s.resid)(at::zeros({2, 3, 4})),
+                        Catch::Contains("row 1 position 0") && Catch::Contains("left padding") &&
+                            Catch::Contains("blocks.0.hook_resid_post"));
+  }
+  {
+    // Positions real in every source row patch as before.
+    auto scope = patch("blocks.0.hook_resid_post", src, Selection().at_positions(Positions::last(2))).apply(s.reg);
+    at::Tensor y = (*s.resid)(at::zeros({2, 3, 4}));
+    REQUIRE(y.narrow(1, 1, 2).equal(source.narrow(1, 1, 2)));
+    REQUIRE(y.narrow(1, 0, 1).abs().sum().item<double>() == 0.0);
+  }
+  // A target padded like the source: its padding may receive the source's padding.
+  s.reg.run_state().live = live;
+  auto scope = patch("blocks.0.hook_resid_post", src).apply(s.reg);
+  REQUIRE((*s.resid)(at::zeros({2, 3, 4})).equal(source));
+}

@@ -116,14 +116,9 @@ inline std::vector<int64_t> splice_kv_rows(KVCache& target, const KVCache& sourc
       at::Tensor moved = src_store.narrow(0, layers.begin, layers.size()).select(1, rs).index_select(2, s_idx)
                              .to(dst_store.device(), dst_store.scalar_type());
       if (which == 0 && opt.rerotate) {
-        // Rotations compose: rotating a key rotated at s by (t - s) gives the key rotated at t.
         at::Tensor delta = (t_pos[r].index_select(0, at::tensor(ti, idx)) - s_pos[rs].index_select(0, at::tensor(si, idx)))
-                               .view({1, -1}).to(target.device());
-        at::Tensor inv_freq = rope_inverse_frequencies(*opt.rope, target.d_head(), target.device());
-        RotaryAngles angles = rotary_angles(inv_freq, delta, at::kFloat);  // [1, m, d]
-        const auto L = moved.size(0), kv = moved.size(1), m = moved.size(2), d = moved.size(3);
-        at::Tensor flat = moved.to(at::kFloat).permute({2, 0, 1, 3}).reshape({1, m, L * kv, d});  // [1, m, L*kv, d]
-        moved = apply_rotary(flat, angles).reshape({m, L, kv, d}).permute({1, 2, 0, 3}).to(dst_store.scalar_type());
+                               .view({1, -1});
+        moved = rerotate_keys(moved.unsqueeze(1), delta, *opt.rope).squeeze(1);
       }
       dst_store.narrow(0, layers.begin, layers.size()).select(1, r).index_copy_(2, t_idx, moved.contiguous());
     }

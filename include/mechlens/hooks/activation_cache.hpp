@@ -70,11 +70,36 @@ class ActivationCache {
       } else if (!opts.positions.is_all()) {
         kept = kept.contiguous();
       }
+      // Which kept positions were real tokens (left padding is false), for patches that must
+      // not carry padding into real positions. Undefined: every token was real.
+      at::Tensor live;
+      if (layout.pos_dim >= 0 && ctx.run.live.defined() && ctx.run.live.size(1) == x.size(layout.pos_dim)) {
+        live = ctx.run.live.to(at::kBool);
+        if (!opts.positions.is_all()) {
+          auto idx = opts.positions.resolve(live.size(1), ctx.name);
+          live = live.index_select(1, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(live.device()));
+        }
+      }
       auto it = store->tensors.find(ctx.name);
-      if (opts.accumulate && it != store->tensors.end() && layout.pos_dim >= 0)
+      if (opts.accumulate && it != store->tensors.end() && layout.pos_dim >= 0) {
+        auto before = store->live.find(ctx.name);
+        if (before != store->live.end() || live.defined()) {
+          auto all_real = [&](int64_t b, int64_t n, const at::Tensor& like) {
+            return at::ones({b, n}, like.options().dtype(at::kBool));
+          };
+          at::Tensor old_live = before != store->live.end() ? before->second
+                                                           : all_real(kept.size(layout.batch_dim),
+                                                                      it->second.size(layout.pos_dim), live);
+          at::Tensor new_live = live.defined() ? live.to(old_live.device())
+                                               : all_real(kept.size(layout.batch_dim), kept.size(layout.pos_dim), old_live);
+          store->live[ctx.name] = at::cat({old_live, new_live}, 1);
+        }
         it->second = at::cat({it->second, kept}, layout.pos_dim);
-      else
+      } else {
         store->tensors[ctx.name] = kept;
+        if (live.defined()) store->live[ctx.name] = live;
+        else store->live.erase(ctx.name);
+      }
       return std::nullopt;
     };
     for (auto* p : points) store->points[p->name()] = p;
@@ -123,6 +148,13 @@ class ActivationCache {
     return out;
   }
   const std::map<std::string, at::Tensor>& tensors() const { return store_->tensors; }
+  /// [batch, kept positions] true where the stored activation of `name` came from a real token,
+  /// false where from left padding; undefined when every token was real (or `name` has no
+  /// position dimension).
+  at::Tensor live(const std::string& name) const {
+    auto it = store_->live.find(name);
+    return it == store_->live.end() ? at::Tensor() : it->second;
+  }
   /// Bytes held now.
   int64_t bytes() const {
     int64_t total = 0;
@@ -133,11 +165,15 @@ class ActivationCache {
   void detach() {
     if (handle_) handle_->reset();
   }
-  void clear() { store_->tensors.clear(); }
+  void clear() {
+    store_->tensors.clear();
+    store_->live.clear();
+  }
 
  private:
   struct Store {
     std::map<std::string, at::Tensor> tensors;
+    std::map<std::string, at::Tensor> live;
     std::map<std::string, const HookPoint*> points;
   };
   static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {

@@ -19,6 +19,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
+#include "mechlens/core/shape.hpp"
 #include "mechlens/interventions/patch.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/model_config.hpp"
@@ -91,6 +92,22 @@ inline void check_splice_caches(const KVCache& target, const KVCache& source) {
 }
 }  // namespace detail
 
+/// Keys rotated at positions s, moved to positions t: keys [layers, batch, kv_heads, m, d_head]
+/// (any float dtype), delta [batch, m] = t - s (int64). Rotations compose, so rotating by t - s
+/// turns a key rotated at s into the key rotated at t. Computed in float32, returned in the
+/// keys' dtype.
+inline at::Tensor rerotate_keys(const at::Tensor& keys, const at::Tensor& delta, const RopeConfig& rope) {
+  MECHLENS_CHECK(keys.dim() == 5 && delta.dim() == 2 && delta.size(0) == keys.size(1) && delta.size(1) == keys.size(3),
+                 ShapeError, "rerotate_keys: keys {} and delta {} (expected [layers, batch, kv, m, d] and [batch, m])",
+                 shape_str(keys.sizes()), shape_str(delta.sizes()));
+  const int64_t L = keys.size(0), b = keys.size(1), kv = keys.size(2), m = keys.size(3), d = keys.size(4);
+  at::Tensor inv_freq = rope_inverse_frequencies(rope, d, keys.device());
+  RotaryAngles angles = rotary_angles(inv_freq, delta.to(keys.device()), at::kFloat);  // [b, m, 1, d]
+  // apply_rotary wants [b, m, heads, d]: layers and heads become the heads.
+  at::Tensor flat = keys.to(at::kFloat).permute({1, 3, 0, 2, 4}).reshape({b, m, L * kv, d});
+  return apply_rotary(flat, angles).reshape({b, m, L, kv, d}).permute({2, 0, 3, 1, 4}).to(keys.scalar_type());
+}
+
 /// Copies source keys/values into `target` in place (see the file comment). The source has
 /// batch 1 (broadcast over the target's rows) or the target's batch.
 inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOptions& opt = {}) {
@@ -126,17 +143,9 @@ inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOption
     if (moved.size(1) != b) moved = moved.expand({-1, b, -1, -1, -1});
     if (which == 0 && opt.rerotate) {
       MECHLENS_CHECK(opt.rope.has_value(), ArgumentError, "KV splice: rerotate needs the model's rope configuration");
-      // Rotations compose: rotating a key rotated at s by (t - s) gives the key rotated at t.
       at::Tensor s_pos = source.positions().index_select(1, si).to(target.device());
       at::Tensor t_pos = target.positions().index_select(1, ti);
-      at::Tensor delta = (t_pos - s_pos).expand({b, -1});                   // [b, m]
-      at::Tensor inv_freq = rope_inverse_frequencies(*opt.rope, target.d_head(), target.device());
-      RotaryAngles angles = rotary_angles(inv_freq, delta, at::kFloat);     // [b, m, d]
-      // apply_rotary wants [b, m, heads, d]: move layers and heads aside.
-      at::Tensor k = moved.permute({0, 2, 1, 3, 4}).to(at::kFloat);         // [L, kv, b, m, d]
-      at::Tensor flat = k.reshape({-1, b, k.size(3), k.size(4)}).permute({1, 2, 0, 3});  // [b, m, L*kv, d]
-      at::Tensor rotated = apply_rotary(flat, angles).permute({2, 0, 1, 3}).reshape(k.sizes());
-      moved = rotated.permute({0, 2, 1, 3, 4}).to(dst_store.scalar_type());
+      moved = rerotate_keys(moved, (t_pos - s_pos).expand({b, -1}), *opt.rope);
     }
     at::Tensor dst = dst_store.narrow(0, layers.begin, layers.size());
     if (opt.kv_heads.is_all()) {

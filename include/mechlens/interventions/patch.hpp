@@ -8,9 +8,13 @@
 ///
 /// Prompts of different lengths need an explicit alignment (left: the first m = min(n_src,
 /// n_tgt) positions of each; right: the last m); anything else is an error naming the hook, both
-/// shapes and the selection. A source of batch 1 is broadcast over the target's rows.
+/// shapes and the selection. A source of batch 1 is broadcast over the target's rows. One
+/// position map serves every row: where the source run was left-padded (rows of different
+/// lengths), a patch that would put a padding activation into a real target token is an error
+/// naming the row and positions (patch row by row: experiments/row_patch.hpp).
 
 #include <string>
+#include <vector>
 
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/intervention.hpp"
@@ -31,9 +35,45 @@ inline Align parse_align(const std::string& s) {
 
 namespace detail {
 
+/// Refuses a patch that would put a source activation taken at left padding into a real target
+/// token: target positions [t0, t0 + m) receive source positions [s0, s0 + m) in every row, so
+/// rows of different lengths can pair padding with real tokens. `source_live` / `target_live` are
+/// [batch, pos] (true = real; undefined = every token real); `mask` the selection over x.
+inline void check_padding(const at::Tensor& x, const at::Tensor& mask, const HookLayout& layout, int64_t t0, int64_t s0,
+                          int64_t m, const at::Tensor& target_live, const at::Tensor& source_live, Align align,
+                          const std::string& hook, int64_t source_pos) {
+  if (!source_live.defined() || m == 0) return;  // the source held no padding
+  const int64_t b = x.size(layout.batch_dim), nt = x.size(layout.pos_dim);
+  auto bools = at::TensorOptions().dtype(at::kBool).device(x.device());
+  at::Tensor src_real = source_live.to(x.device()).to(at::kBool).narrow(1, s0, m);
+  if (src_real.size(0) != b) src_real = src_real.expand({b, m});
+  at::Tensor tgt_real =
+      target_live.defined() ? target_live.to(x.device()).to(at::kBool).narrow(1, t0, m) : at::ones({b, m}, bools);
+  at::Tensor touched = at::ones({b, m}, bools);
+  if (mask.defined()) {
+    std::vector<int64_t> order{layout.batch_dim, layout.pos_dim};
+    for (int64_t d = 0; d < x.dim(); ++d)
+      if (d != layout.batch_dim && d != layout.pos_dim) order.push_back(d);
+    // The selection mask broadcasts over x: expand it first.
+    touched = mask.expand(x.sizes()).permute(order).reshape({b, nt, -1}).any(2).narrow(1, t0, m);
+  }
+  at::Tensor bad = touched.logical_and(tgt_real).logical_and(src_real.logical_not());
+  if (!bad.any().item<bool>()) return;
+  at::Tensor first = bad.nonzero().select(0, 0).cpu();
+  const int64_t row = first[0].item<int64_t>(), j = first[1].item<int64_t>();
+  raise<ArgumentError>(
+      "patch at hook '{}': target row {} position {} (a real token) would receive source position {}, which is "
+      "left padding in source row {} ({} alignment, source {} positions, target {}); rows of different lengths "
+      "need a patch per row (experiments/row_patch.hpp) or positions that are real in every source row",
+      hook, row, t0 + j, s0 + j, source_live.size(0) == 1 ? 0 : row, align_name(align), source_pos, nt);
+}
+
 /// The source activation laid over the target's shape, and the mask of target positions it covers.
+/// With `source_live` (which source positions were real tokens), a patch that would carry padding
+/// into a real target token is an error (check_padding).
 inline at::Tensor patched(const at::Tensor& x, const at::Tensor& src_in, const HookLayout& layout, const Selection& sel,
-                          Align align, const std::string& hook) {
+                          Align align, const std::string& hook, const at::Tensor& target_live = {},
+                          const at::Tensor& source_live = {}) {
   at::Tensor src = src_in.to(x.device());
   MECHLENS_CHECK(src.dim() == x.dim(), ShapeError, "patch at hook '{}': source activation {} vs target {}", hook,
                  shape_str(src.sizes()), shape_str(x.sizes()));
@@ -49,7 +89,10 @@ inline at::Tensor patched(const at::Tensor& x, const at::Tensor& src_in, const H
   at::Tensor mask = selection_mask(x, layout, sel, hook);
   if (layout.pos_dim < 0) return blend(x, mask, src);
   const int64_t nt = x.size(layout.pos_dim), ns = src.size(layout.pos_dim);
-  if (nt == ns && align == Align::Exact) return blend(x, mask, src);
+  if (nt == ns && align == Align::Exact) {
+    check_padding(x, mask, layout, 0, 0, nt, target_live, source_live, align, hook, ns);
+    return blend(x, mask, src);
+  }
   MECHLENS_CHECK(align != Align::Exact, ShapeError,
                  "patch at hook '{}': the source has {} positions and the target {} (shapes {} vs {}, positions {}); "
                  "choose an alignment (left or right)",
@@ -64,6 +107,7 @@ inline at::Tensor patched(const at::Tensor& x, const at::Tensor& src_in, const H
                    "patch at hook '{}': target position {} has no source position under {} alignment (source {}, "
                    "target {}, overlap target positions {}:{})",
                    hook, p, align_name(align), shape_str(src.sizes()), shape_str(x.sizes()), t0, t0 + m);
+  check_padding(x, mask, layout, t0, s0, m, target_live, source_live, align, hook, ns);
   at::Tensor over = x.clone();
   at::Tensor src_part = src.narrow(layout.pos_dim, s0, m);
   if (src.size(layout.batch_dim) != x.size(layout.batch_dim)) {
@@ -85,7 +129,8 @@ inline Intervention patch(const std::string& pattern, const ActivationCache& sou
     out |= Intervention(
         name,
         [source, sel, align](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-          return detail::patched(x, source.get(ctx.name), hook_layout(ctx.point), sel, align, ctx.name);
+          return detail::patched(x, source.get(ctx.name), hook_layout(ctx.point), sel, align, ctx.name, ctx.run.live,
+                                 source.live(ctx.name));
         },
         "patch " + name + " positions " + sel.positions.str());
   }
