@@ -20,7 +20,7 @@ class RMSNormImpl : public torch::nn::Module {
   }
   /// [..., dim] -> same
   at::Tensor forward(const at::Tensor& x) const {
-    if (kernels::fused_available(x)) return kernels::rms_norm(x, weight, eps_);
+    if (fused_for(x)) return kernels::rms_norm(x, weight, eps_);
     at::Tensor x32 = x.to(at::kFloat);
     at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
     x32 = x32 * at::rsqrt(variance + eps_);
@@ -30,7 +30,8 @@ class RMSNormImpl : public torch::nn::Module {
   /// (resid + delta, forward(resid + delta)): the residual add and the norm after it, one
   /// kernel where the fused kernels run.
   std::pair<at::Tensor, at::Tensor> add_forward(const at::Tensor& resid, const at::Tensor& delta) const {
-    if (kernels::fused_available(resid) && delta.sizes() == resid.sizes() && delta.scalar_type() == resid.scalar_type())
+    if (fused_for(resid) && delta.sizes() == resid.sizes() && delta.scalar_type() == resid.scalar_type() &&
+        delta.device() == resid.device())
       return kernels::add_rms_norm(resid, delta, weight, eps_);
     at::Tensor sum = resid + delta;
     return {sum, forward(sum)};
@@ -41,6 +42,11 @@ class RMSNormImpl : public torch::nn::Module {
   at::Tensor weight;
 
  private:
+  /// The fused kernel runs for x when it can and the weight is in x's dtype, on x's device.
+  bool fused_for(const at::Tensor& x) const {
+    return kernels::fused_available(x) && weight.scalar_type() == x.scalar_type() && weight.device() == x.device();
+  }
+
   double eps_;
 };
 TORCH_MODULE(RMSNorm);
