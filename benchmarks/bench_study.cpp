@@ -38,6 +38,8 @@
 #include <mechlens/kernels/fused_ops.hpp>
 #include <mechlens/models/model.hpp>
 
+#include "bench_model.hpp"
+
 #ifdef MECHLENS_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -48,24 +50,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-ModelConfig llama3_8b_shape() {
-  ModelConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 128256;
-  c.hidden_size = 4096;
-  c.intermediate_size = 14336;
-  c.num_hidden_layers = 32;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.rms_norm_eps = 1e-5;
-  c.max_position_embeddings = 8192;
-  c.rope = {"llama3", 500000.0, 8.0, 1.0, 4.0, 8192};
-  return c;
-}
-
 ModelConfig tiny_shape() {
-  ModelConfig c = llama3_8b_shape();
+  ModelConfig c = bench::llama3_8b_shape();
   c.vocab_size = 512;
   c.hidden_size = 128;
   c.intermediate_size = 256;
@@ -153,17 +139,10 @@ int main(int argc, char** argv) {
 
   at::NoGradGuard no_grad;
   const at::Device dev = parse_device(device);
-  const ModelConfig cfg = tiny ? tiny_shape() : llama3_8b_shape();
+  const ModelConfig cfg = tiny ? tiny_shape() : bench::llama3_8b_shape();
   auto options = at::TensorOptions().dtype(parse_dtype(dtype)).device(dev);
   Model model(cfg, options);
-  {
-    // Random N(0, 0.02) weights drawn on the device, norms 1: the work does not depend on them.
-    at::manual_seed(1234);
-    for (auto& p : model->named_parameters())
-      if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
-      else p.value().normal_(0.0, 0.02);
-    model->fuse_projections();  // as load_model does: q/k/v and gate/up as single GEMMs
-  }
+  bench::randomize(*model);
   int64_t weight_bytes = 0;
   for (auto& p : model->parameters()) weight_bytes += p.numel() * static_cast<int64_t>(p.element_size());
   const int64_t kv_bytes_per_token = 2 * cfg.n_layers() * cfg.n_kv_heads() * cfg.d_head() *

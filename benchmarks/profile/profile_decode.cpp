@@ -4,7 +4,7 @@
 // writes a Kineto trace of a few eager and graph steps (kernel names and GPU durations), which
 // benchmarks/profile/kernels.py summarises.
 //
-//   profile_decode --trace trace.json && python3 benchmarks/profile/kernels.py trace.json
+//   profile_decode trace.json && python3 benchmarks/profile/kernels.py trace.json
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -20,24 +20,11 @@
 #include <mechlens/kernels/fused_ops.hpp>
 #include <mechlens/models/model.hpp>
 
+#include "../bench_model.hpp"
+
 using namespace mechlens;
 
 namespace {
-ModelConfig llama3_8b_shape() {
-  ModelConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 128256;
-  c.hidden_size = 4096;
-  c.intermediate_size = 14336;
-  c.num_hidden_layers = 32;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 8;
-  c.head_dim = 128;
-  c.rms_norm_eps = 1e-5;
-  c.max_position_embeddings = 8192;
-  c.rope = {"llama3", 500000.0, 8.0, 1.0, 4.0, 8192};
-  return c;
-}
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 }  // namespace
 
@@ -45,14 +32,10 @@ int main(int argc, char** argv) {
   std::string trace = argc > 1 ? argv[argc - 1] : "decode_trace.json";
   at::NoGradGuard no_grad;
   const at::Device dev(at::kCUDA, 0);
-  const ModelConfig cfg = llama3_8b_shape();
+  const ModelConfig cfg = bench::llama3_8b_shape();
   auto options = at::TensorOptions().dtype(at::kBFloat16).device(dev);
   Model model(cfg, options);
-  at::manual_seed(1234);
-  for (auto& p : model->named_parameters())
-    if (p.key().find("norm") != std::string::npos) p.value().fill_(1.0);
-    else p.value().normal_(0.0, 0.02);
-  model->fuse_projections();
+  bench::randomize(*model);
 
   std::vector<int64_t> prompt;
   for (int64_t i = 0; i < 64; ++i) prompt.push_back(100 + 37 * i);
