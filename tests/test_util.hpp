@@ -4,6 +4,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
 
 namespace mechlens::test {
 
@@ -39,6 +40,17 @@ inline double max_rel_diff(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor x = a.to(at::kDouble).cpu(), y = b.to(at::kDouble).cpu();
   double scale = std::max(y.abs().max().item<double>(), 1e-30);
   return (x - y).abs().max().item<double>() / scale;
+}
+
+/// Number of leading generated tokens whose reference top-1 minus top-2 margins are all above
+/// 1e-3 (generation.json's rule): beyond a near-tie, float rounding may pick either token.
+inline size_t comparable(const nlohmann::json& margins) {
+  size_t n = 0;
+  for (const auto& m : margins) {
+    if (m.get<double>() <= 1e-3) break;
+    ++n;
+  }
+  return n;
 }
 
 }  // namespace mechlens::test

@@ -121,15 +121,7 @@ std::string write_file(const std::string& name, const std::string& text) {
   return p.string();
 }
 
-/// Number of leading tokens whose reference margins are all above 1e-3 (generation.json's rule).
-size_t comparable(const nlohmann::json& margins) {
-  size_t n = 0;
-  for (const auto& m : margins) {
-    if (m.get<double>() <= 1e-3) break;
-    ++n;
-  }
-  return n;
-}
+using test::comparable;
 
 void require_same_tokens(const nlohmann::json& ours, const nlohmann::json& record) {
   auto got = ours.get<std::vector<int64_t>>();

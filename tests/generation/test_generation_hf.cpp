@@ -14,15 +14,7 @@ using namespace mechlens;
 namespace {
 std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
 
-/// Number of leading tokens whose reference margins are all above 1e-3.
-size_t comparable(const nlohmann::json& margins) {
-  size_t n = 0;
-  for (const auto& m : margins) {
-    if (m.get<double>() <= 1e-3) break;
-    ++n;
-  }
-  return n;
-}
+using test::comparable;
 
 void require_same_prefix(const std::vector<int64_t>& ours, const nlohmann::json& record) {
   auto expected = record.at("new_ids").get<std::vector<int64_t>>();
