@@ -1,6 +1,7 @@
 // Where the time of one batch-1 decoding step goes, at Llama-3-8B shape in bf16 (random weights).
-// Prints: the step time with the CUDA graph and eagerly, the time of the step's GEMMs alone
-// (the same matrices, replayed as one graph: the floor that kernels outside GEMMs add to), and
+// Prints: the step time with the CUDA graph and eagerly (fused kernels on and off, and without
+// early launch), the time of the step's matrix products alone (the same matrices, replayed as one
+// graph, by cuBLAS and by mechlens' matrix-vector kernel: the floor the other kernels add to), and
 // writes a Kineto trace of a few eager and graph steps (kernel names and GPU durations), which
 // benchmarks/profile/kernels.py summarises.
 //
@@ -42,9 +43,11 @@ int main(int argc, char** argv) {
   GenerationOptions g;
   g.max_new_tokens = 128;
   g.use_model_eos = false;
-  for (int mode = 0; mode < 4; ++mode) {
-    const bool graph = mode % 2 == 0, fused = mode < 2;
+  // Modes 0-3: graph / eager x fused / ATen kernels; mode 4: graph, fused, without early launch.
+  for (int mode = 0; mode < 5; ++mode) {
+    const bool graph = mode % 2 == 0, fused = mode < 2 || mode == 4;
     kernels::set_fused_enabled(fused);
+    kernels::set_early_launch_enabled(mode != 4);
     g.use_cuda_graph = graph;
     double best = 1e9;
     for (int r = 0; r < 4; ++r) {
@@ -55,10 +58,11 @@ int main(int argc, char** argv) {
       c10::cuda::device_synchronize();
       if (r > 0) best = std::min(best, now() - t0);
     }
-    std::printf("decode %-6s %-9s %.3f ms/token  %.1f tok/s (best of 3)\n", graph ? "graph" : "eager",
-                fused ? "fused" : "aten", 1e3 * best / 128, 128 / best);
+    std::printf("decode %-6s %-16s %.3f ms/token  %.1f tok/s (best of 3)\n", graph ? "graph" : "eager",
+                mode == 4 ? "fused, no early" : fused ? "fused" : "aten", 1e3 * best / 128, 128 / best);
   }
   kernels::set_fused_enabled(true);
+  kernels::set_early_launch_enabled(true);
 
   // The GEMM floor: the step's matrices (fused as load_model fuses them), batch 1, one graph.
   {
@@ -74,25 +78,34 @@ int main(int argc, char** argv) {
     at::Tensor xd = at::randn({1, 1, d}, options), xf = at::randn({1, 1, f}, options);
     auto stream = c10::cuda::getStreamFromPool(false, 0);
     c10::cuda::CUDAStreamGuard guard(stream);
-    auto run = [&] {
-      for (auto& m : mats) at::linear(m.size(1) == d ? xd : xf, m);
-    };
-    run();
-    stream.synchronize();
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    run();
-    graph.capture_end();
-    graph.replay();
-    stream.synchronize();
-    double t0 = now();
-    for (int i = 0; i < 50; ++i) graph.replay();
-    stream.synchronize();
-    double ms = (now() - t0) / 50 * 1e3;
     double bytes = 0;
     for (auto& m : mats) bytes += m.numel() * 2.0;
-    std::printf("gemm floor  %.3f ms/step (%zu GEMMs, %.2f GB: %.0f GB/s)\n", ms, mats.size(), bytes / 1e9,
-                bytes / 1e9 / (ms / 1e3));
+    // cuBLAS (at::linear) and mechlens' matrix-vector kernel over the same matrices.
+    for (bool ours : {false, true}) {
+      auto run = [&] {
+        for (auto& m : mats) {
+          const at::Tensor& x = m.size(1) == d ? xd : xf;
+          if (ours)
+            kernels::matvec(x, m, {}, /*weights_settled=*/true);
+          else
+            at::linear(x, m);
+        }
+      };
+      run();
+      stream.synchronize();
+      at::cuda::CUDAGraph graph;
+      graph.capture_begin();
+      run();
+      graph.capture_end();
+      graph.replay();
+      stream.synchronize();
+      double t0 = now();
+      for (int i = 0; i < 50; ++i) graph.replay();
+      stream.synchronize();
+      double ms = (now() - t0) / 50 * 1e3;
+      std::printf("%s floor  %.3f ms/step (%zu products, %.2f GB: %.0f GB/s)\n", ours ? "matvec" : "cublas", ms,
+                  mats.size(), bytes / 1e9, bytes / 1e9 / (ms / 1e3));
+    }
     mats.clear();
   }
 

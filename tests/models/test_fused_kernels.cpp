@@ -1,15 +1,22 @@
 // The fused CUDA kernels (include/mechlens/kernels/fused_ops.hpp) against the ATen computation
 // they replace, written here the way Hugging Face's Llama writes it, and the whole model with the
-// kernels on against transformers' reference outputs.
+// kernels on against transformers' reference outputs and against itself with them off.
 //
 // Tolerances: silu_mul, rotary_write_kv and the sum of add_rms_norm round exactly where the
 // reference rounds, so they must be bit-identical. RMSNorm sums squares in a different order than
 // ATen's reduction, so its float32 statistic may differ in the last bits: in bfloat16 / float16
 // outputs at most two units in the last place (one in the normalised value, which the weight
-// multiply can make two), on at most 1 % of the elements; in float32 at most 4 units. The model: the parity rule of
+// multiply can make two), on at most 1 % of the elements; in float32 at most 4 units. The
+// matrix-vector kernels sum in float32 in another order than cuBLAS (and their RMSNorm's sum of
+// squares in another order than ATen): within 1e-5 of the reference's scale in float32, 1e-2 in
+// bfloat16 and 2e-3 in float16 (about two units in the last place). The model: the parity rule of
 // test_hf_parity.cpp (1e-4 of the reference's scale).
 //
 // On a machine without CUDA the kernels are reported unavailable and only that is checked.
+#include <cmath>
+#include <limits>
+
+#include <mechlens/generation/generate.hpp>
 #include <mechlens/io/safetensors.hpp>
 #include <mechlens/kernels/fused_ops.hpp>
 #include <mechlens/models/load.hpp>
@@ -140,5 +147,100 @@ TEST_CASE("With the fused kernels on, the model still matches transformers and d
       REQUIRE(kernels::fused_available(at::zeros({1}, at::TensorOptions().device(test::device()))));
       REQUIRE(test::max_rel_diff(model->forward(ref.at(p + "input_ids")), ref.at(p + "logits")) <= 1e-4);
     }
+  }
+}
+
+namespace {
+double tolerance(at::ScalarType t) { return t == at::kFloat ? 1e-5 : t == at::kBFloat16 ? 1e-2 : 2e-3; }
+}  // namespace
+
+TEST_CASE("The matrix-vector kernel matches at::linear for one row") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  at::manual_seed(6);
+  for (auto dtype : kDtypes) {
+    auto opts = at::TensorOptions().dtype(dtype).device(test::device());
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}, {1001, 64}, {3, 8}}) {
+      at::Tensor x = at::randn({1, 1, k}, opts), w = at::randn({n, k}, opts) * 0.05;
+      INFO("dtype " << c10::toString(dtype) << ", " << n << " x " << k);
+      REQUIRE(kernels::matvec_applies(x, w));
+      at::Tensor y = kernels::matvec(x, w);
+      REQUIRE(y.sizes() == at::IntArrayRef({1, 1, n}));
+      REQUIRE(test::max_rel_diff(y, at::linear(x.to(at::kFloat), w.to(at::kFloat))) <= tolerance(dtype));
+    }
+    // Two rows or a row length that is no multiple of 16 bytes take at::linear; so does a bias.
+    at::Tensor w = at::randn({8, 16}, opts), x1 = at::randn({1, 16}, opts), bias = at::randn({8}, opts);
+    REQUIRE_FALSE(kernels::matvec_applies(at::randn({2, 16}, opts), w));
+    REQUIRE_FALSE(kernels::matvec_applies(at::randn({1, 15}, opts), at::randn({8, 15}, opts)));
+    REQUIRE(at::equal(kernels::linear(x1, w, bias), at::linear(x1, w, bias)));
+  }
+}
+
+TEST_CASE("The matrix-vector kernels with RMSNorm, SwiGLU and the residual add inside match ATen's ops") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  at::manual_seed(7);
+  const double eps = 1e-5;
+  for (auto dtype : kDtypes) {
+    auto opts = at::TensorOptions().dtype(dtype).device(test::device());
+    const int64_t d = 512, f = 1408, n = 768;
+    at::Tensor x = at::randn({1, 1, d}, opts), gamma = 1 + 0.1 * at::randn({d}, opts);
+    at::Tensor w = at::randn({n, d}, opts) * 0.05, down = at::randn({d, f}, opts) * 0.05;
+    at::Tensor gate_up = at::randn({1, 1, 2 * f}, opts), resid = at::randn({1, 1, d}, opts);
+    INFO("dtype " << c10::toString(dtype));
+    // RMSNorm(x) W^T: transformers' norm, then the projection (in float32, from the rounded norm).
+    REQUIRE(kernels::rms_norm_matvec_applies(x, gamma, w));
+    at::Tensor y = kernels::rms_norm_matvec(x, gamma, eps, w);
+    REQUIRE(y.sizes() == at::IntArrayRef({1, 1, n}));
+    REQUIRE(test::max_rel_diff(y, at::linear(hf_rms_norm(x, gamma, eps).to(at::kFloat), w.to(at::kFloat))) <=
+            tolerance(dtype));
+    // resid + (silu(gate) * up) W^T: SwiGLU rounded as ATen rounds it, the sum rounded after.
+    REQUIRE(kernels::silu_mul_matvec_applies(gate_up, down));
+    at::Tensor act = at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f);
+    at::Tensor expected = resid.to(at::kFloat) + at::linear(act.to(at::kFloat), down.to(at::kFloat));
+    REQUIRE(test::max_rel_diff(kernels::silu_mul_matvec(gate_up, down, resid), expected) <= tolerance(dtype));
+    REQUIRE(test::max_rel_diff(kernels::silu_mul_matvec(gate_up, down), expected - resid.to(at::kFloat)) <=
+            tolerance(dtype));
+    // resid + x W^T.
+    at::Tensor r2 = at::randn({1, 1, n}, opts);
+    REQUIRE(test::max_rel_diff(kernels::matvec(x, w, r2), r2.to(at::kFloat) + at::linear(x.to(at::kFloat), w.to(at::kFloat))) <=
+            tolerance(dtype));
+    // What does not fit is refused by name, not read out of bounds.
+    REQUIRE_FALSE(kernels::rms_norm_matvec_applies(x, at::randn({d + 1}, opts), w));
+    REQUIRE_FALSE(kernels::silu_mul_matvec_applies(gate_up.narrow(-1, 0, f), down));
+    REQUIRE_THROWS_AS(kernels::matvec(x, w, at::randn({1, 1, n + 1}, opts)), ArgumentError);
+  }
+  // float32 at Llama-3-8B's d_mlp: x' (56 KiB) needs more shared memory than a block gets by default.
+  auto opts = at::TensorOptions().dtype(at::kFloat).device(test::device());
+  const int64_t f = 14336;
+  at::Tensor gate_up = at::randn({1, 1, 2 * f}, opts), down = at::randn({64, f}, opts) * 0.02;
+  REQUIRE(kernels::silu_mul_matvec_applies(gate_up, down));
+  at::Tensor act = at::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f);
+  REQUIRE(test::max_rel_diff(kernels::silu_mul_matvec(gate_up, down), at::linear(act, down)) <= tolerance(at::kFloat));
+}
+
+TEST_CASE("Greedy decoding gives the same tokens with the fused kernels on and off") {
+  if (!cuda_run()) return;
+  at::NoGradGuard no_grad;
+  for (const char* name : {"llama_gqa_llama3", "mistral_swa"}) {
+    const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;
+    Model model = load_model(dir, {at::kFloat, test::device()});
+    auto ref = io::load_safetensors(dir + "/reference.safetensors");
+    at::Tensor ids = ref.at("p1.input_ids").cpu().contiguous();
+    std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+    GenerationOptions g;
+    g.max_new_tokens = 12;
+    g.use_model_eos = false;
+    g.record_margins = true;
+    std::vector<GenerationResult> runs;
+    for (bool fused : {true, false}) {
+      kernels::set_fused_enabled(fused);
+      runs.push_back(generate(*model, {prompt}, g));
+    }
+    kernels::set_fused_enabled(true);
+    INFO(name);
+    REQUIRE(runs[0].tokens == runs[1].tokens);
+    for (size_t t = 0; t < runs[0].margins[0].size(); ++t)
+      REQUIRE(std::abs(runs[0].margins[0][t] - runs[1].margins[0][t]) <= 1e-3 * (1 + std::abs(runs[1].margins[0][t])));
   }
 }

@@ -8,13 +8,21 @@
 ///   silu_mul         SwiGLU's silu(gate) * up                  (2 -> 1)
 ///   rotary_write_kv  rotary on q and k of one decoding step, k and v written into the KV cache
 ///                    at a device-side slot                     (6 -> 1)
+///   matvec           y = x W^T (+ residual) for one row: batch-1 decoding's projections,
+///                    streaming W in 16-byte loads (cuBLAS's GEMMs reach less of the bandwidth
+///                    on one row), with the residual add after o_proj / down_proj folded in
+///   rms_norm_matvec  RMSNorm(x) W^T: the norm before q/k/v, gate/up and lm_head made inside
+///                    the matrix-vector kernel                  (norm + GEMM -> 1)
+///   silu_mul_matvec  (silu(gate) * up) W^T (+ residual): down_proj with SwiGLU and the
+///                    residual add inside                       (activation + GEMM + add -> 1)
 ///
 /// Each computes what Hugging Face's Llama computes, rounding where it rounds: RMSNorm in float32
 /// cast back to the activation dtype before the weight multiply; rotary as
 /// x * cos + rotate_half(x) * sin with each product and the sum rounded to the activation dtype,
-/// cos/sin from float32 angles; silu rounded before the multiply. The only difference is the order
-/// of the float32 sum of squares in RMSNorm (a last-bit effect; tests/models/fused_kernels_test.cpp
-/// states the tolerances).
+/// cos/sin from float32 angles; silu rounded before the multiply. The only differences are the
+/// order of float32 sums (RMSNorm's sum of squares; the projections' dot products, which cuBLAS
+/// also sums in float32 in an order of its own): last-bit effects, with the tolerances stated in
+/// tests/models/test_fused_kernels.cpp.
 ///
 /// They run where `fused_available(x)` says so: CUDA tensors of float32 / bfloat16 / float16, a
 /// build with NVRTC (MECHLENS_WITH_NVRTC), no autograd needed, and not switched off
@@ -22,6 +30,7 @@
 /// the model keeps its ATen path, which is also the reference the kernels are tested against.
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -179,6 +188,221 @@ extern "C" __global__ void rotary_write_kv(const T* qkv, long long qkv_row_strid
     dst[i + half] = st(rnd(x2 * c) + rnd(x1 * sn));
   }
 }
+// 16 bytes of T as floats: 4 float32 or 8 bfloat16 / float16 (little-endian halves).
+#if ML_KIND == 0
+#define ML_VEC 4
+__device__ __forceinline__ void unpack(const uint4& q, float* f) {
+  f[0] = __uint_as_float(q.x); f[1] = __uint_as_float(q.y); f[2] = __uint_as_float(q.z); f[3] = __uint_as_float(q.w);
+}
+#else
+#define ML_VEC 8
+__device__ __forceinline__ void unpack(const uint4& q, float* f) {
+  const unsigned int u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = ld((T)(u[i] & 0xffffu));
+    f[2 * i + 1] = ld((T)(u[i] >> 16));
+  }
+}
+#endif
+
+// Programmatic dependent launch (sm_90 and later; no-ops before): a matrix-vector kernel launched
+// with it may start while the kernel before it finishes, loading its first weights (which no
+// kernel writes) before waiting for that kernel's output; it lets the next kernel start once its
+// own weight loads are done.
+__device__ __forceinline__ void wait_for_prior_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_kernel() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// y [N] = W [N, K] x' [K] for one row (batch-1 decoding), where x' is, by `mode`:
+//   0: x itself;
+//   1: RMSNorm(x) with weight `gamma` and `eps`, rounded as the rms_norm kernel rounds;
+//   2: silu(x[:K]) * x[K:2K] (x holds gate and up), rounded as the silu_mul kernel rounds.
+// With `resid`, y = resid + rounded(W x'), rounded again: transformers' residual add after o_proj
+// and down_proj. Every row's sum is in float32, rounded once. Each block makes x' itself (into
+// shared memory, K elements, or chunk by chunk in gemv_split's mode 2; cheap beside streaming
+// W), so the norm or activation needs no kernel of its own. Needs K % ML_VEC == 0, 16-byte
+// aligned W, x and gamma, and the shared memory of the staged x' (the host checks and sets it).
+//
+// Two layouts of the same sums: gemv_rows gives each warp ML_ROWS_PER_WARP whole rows (many
+// rows, K of a few thousand: q/k/v, gate/up, lm_head); gemv_split gives each block of
+// ML_SPLIT_THREADS threads ML_SPLIT_ROWS rows, its warps splitting K (few, long rows: o_proj,
+// down_proj), so that either way enough 16-byte loads are in flight on every SM.
+#if ML_KIND == 0
+__device__ __forceinline__ uint4 pack(const float* f) {
+  return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+}
+#else
+__device__ __forceinline__ uint4 pack(const float* f) {
+  unsigned int u[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) u[i] = (unsigned int)st(f[2 * i]) | ((unsigned int)st(f[2 * i + 1]) << 16);
+  return make_uint4(u[0], u[1], u[2], u[3]);
+}
+#endif
+
+template <int R>
+struct GemvPart {
+  const uint4* w[R];
+  float acc[R];
+  __device__ __forceinline__ void init(const T* W, int row0, int N, int K) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      w[r] = (const uint4*)(W + (long long)min(row0 + r, N - 1) * K);
+      acc[r] = 0.f;
+    }
+  }
+  __device__ __forceinline__ void load(int i, uint4* q) const {
+#pragma unroll
+    for (int r = 0; r < R; ++r) q[r] = __ldg(w[r] + i);
+  }
+  // acc += W[:, chunk i] . x'[chunk i]; with `silu`, x' = silu(xs[chunk i]) * xs[chunk kv + i]
+  // made here (mode 2 without staging: gemv_split's rows share it four ways).
+  __device__ __forceinline__ void add(int i, const uint4* q, const uint4* xs, bool silu = false, int kv = 0) {
+    float xf[ML_VEC];
+    unpack(xs[i], xf);
+    if (silu) {
+      float uf[ML_VEC];
+      unpack(xs[kv + i], uf);
+#pragma unroll
+      for (int e = 0; e < ML_VEC; ++e) xf[e] = rnd(rnd(xf[e] / (1.0f + expf(-xf[e]))) * uf[e]);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float wf[ML_VEC];
+      unpack(q[r], wf);
+#pragma unroll
+      for (int e = 0; e < ML_VEC; ++e) acc[r] = fmaf(wf[e], xf[e], acc[r]);
+    }
+  }
+};
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ void write_row(T* y, const T* resid, int row, float v) {
+  float out = rnd(v);
+  if (resid) out += ld(resid[row]);
+  y[row] = st(out);
+}
+
+// The block's x' for modes 1 and 2, made once into shared memory `xs` (K elements of T) by all
+// the block's threads; returns what the rows read: xs, or x itself in mode 0.
+__device__ const uint4* block_input(const T* x, const T* gamma, float eps, int K, int mode, uint4* xs, float* red) {
+  const uint4* xv = (const uint4*)x;
+  if (mode == 0) return xv;
+  const int kv = K / ML_VEC;
+  float rstd = 1.f;
+  if (mode == 1) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < kv; i += blockDim.x) {
+      float xf[ML_VEC];
+      unpack(xv[i], xf);
+#pragma unroll
+      for (int e = 0; e < ML_VEC; ++e) ss += xf[e] * xf[e];
+    }
+    rstd = rsqrtf(block_sum(ss, red) * (1.0f / (float)K) + eps);
+  }
+  for (int i = threadIdx.x; i < kv; i += blockDim.x) {
+    float xf[ML_VEC], other[ML_VEC];
+    unpack(xv[i], xf);
+    if (mode == 1) {
+      unpack(((const uint4*)gamma)[i], other);
+#pragma unroll
+      for (int e = 0; e < ML_VEC; ++e) xf[e] = rnd(other[e] * rnd(xf[e] * rstd));
+    } else {
+      unpack(xv[kv + i], other);
+#pragma unroll
+      for (int e = 0; e < ML_VEC; ++e) xf[e] = rnd(rnd(xf[e] / (1.0f + expf(-xf[e]))) * other[e]);
+    }
+    xs[i] = pack(xf);
+  }
+  __syncthreads();
+  return xs;
+}
+
+#define ML_ROWS_PER_WARP 2
+extern "C" __global__ void gemv_rows(const T* __restrict__ W, const T* __restrict__ x, const T* __restrict__ gamma,
+                                     float eps, const T* __restrict__ resid, T* __restrict__ y, int N, int K,
+                                     int mode) {
+  extern __shared__ uint4 staged[];
+  __shared__ float red[32];
+  const int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+  const int lane = threadIdx.x & 31;
+  const bool spare = warp * ML_ROWS_PER_WARP >= N;  // a spare warp of the last block: computes, writes nothing
+  const int row0 = spare ? 0 : warp * ML_ROWS_PER_WARP;
+  const int kv = K / ML_VEC;
+  GemvPart<ML_ROWS_PER_WARP> part;
+  part.init(W, row0, N, K);
+  uint4 q0[ML_ROWS_PER_WARP];
+  if (lane < kv) part.load(lane, q0);
+  wait_for_prior_kernel();
+  const uint4* xs = block_input(x, gamma, eps, K, mode, staged, red);
+  if (lane < kv) part.add(lane, q0, xs);
+#pragma unroll 4
+  for (int i = lane + 32; i < kv; i += 32) {
+    uint4 q[ML_ROWS_PER_WARP];
+    part.load(i, q);
+    part.add(i, q, xs);
+  }
+  allow_next_kernel();
+  if (spare) return;
+#pragma unroll
+  for (int r = 0; r < ML_ROWS_PER_WARP; ++r) {
+    const float v = warp_sum(part.acc[r]);
+    if (lane == 0 && row0 + r < N) write_row(y, resid, row0 + r, v);
+  }
+}
+
+#define ML_SPLIT_ROWS 4
+#define ML_SPLIT_THREADS 256
+extern "C" __global__ void __launch_bounds__(ML_SPLIT_THREADS)
+gemv_split(const T* __restrict__ W, const T* __restrict__ x, const T* __restrict__ gamma, float eps,
+           const T* __restrict__ resid, T* __restrict__ y, int N, int K, int mode) {
+  extern __shared__ uint4 staged[];
+  __shared__ float red[32];
+  __shared__ float partial[ML_SPLIT_THREADS / 32][ML_SPLIT_ROWS];
+  const int row0 = blockIdx.x * ML_SPLIT_ROWS;
+  const int kv = K / ML_VEC;
+  GemvPart<ML_SPLIT_ROWS> part;
+  part.init(W, row0, N, K);
+  uint4 q0[ML_SPLIT_ROWS];
+  const int first = threadIdx.x;
+  if (first < kv) part.load(first, q0);
+  wait_for_prior_kernel();
+  // Mode 2 is made in the loop (no staging: the 4 rows share it), mode 1 staged.
+  const bool silu = mode == 2;
+  const uint4* xs = silu ? (const uint4*)x : block_input(x, gamma, eps, K, mode, staged, red);
+  if (first < kv) part.add(first, q0, xs, silu, kv);
+#pragma unroll 2
+  for (int i = first + ML_SPLIT_THREADS; i < kv; i += ML_SPLIT_THREADS) {
+    uint4 q[ML_SPLIT_ROWS];
+    part.load(i, q);
+    part.add(i, q, xs, silu, kv);
+  }
+  allow_next_kernel();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < ML_SPLIT_ROWS; ++r) {
+    const float v = warp_sum(part.acc[r]);
+    if (lane == 0) partial[warp][r] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < ML_SPLIT_ROWS && row0 + (int)threadIdx.x < N) {
+    float v = 0.f;
+    for (int w = 0; w < ML_SPLIT_THREADS / 32; ++w) v += partial[w][threadIdx.x];
+    write_row(y, resid, row0 + threadIdx.x, v);
+  }
+}
+
 )CUDA";
 }
 
@@ -186,11 +410,25 @@ inline int dtype_kind(at::ScalarType t) {
   return t == at::kFloat ? 0 : t == at::kBFloat16 ? 1 : t == at::kHalf ? 2 : -1;
 }
 
+/// The fused kernels compiled for dtype `t` on the current device, or nullptr where they cannot
+/// be. Compiled on first use; later calls are two atomic loads (it runs several times a layer).
 inline CompiledModule* module_for(at::ScalarType t) {
   const int kind = dtype_kind(t);
   if (kind < 0) return nullptr;
-  return compile("mechlens_fused_" + std::to_string(kind),
-                 "#define ML_KIND " + std::to_string(kind) + "\n" + kernel_source());
+  constexpr int kDevices = 64;
+  static std::atomic<CompiledModule*> ready[kDevices][3];  // static: zero-initialized
+  static std::atomic<bool> failed[kDevices][3];
+  const int device = static_cast<int>(c10::cuda::current_device());
+  if (device < 0 || device >= kDevices) return nullptr;
+  if (CompiledModule* m = ready[device][kind].load(std::memory_order_acquire)) return m;
+  if (failed[device][kind].load(std::memory_order_acquire)) return nullptr;
+  CompiledModule* m = compile("mechlens_fused_" + std::to_string(kind),
+                              "#define ML_KIND " + std::to_string(kind) + "\n" + kernel_source());
+  if (m)
+    ready[device][kind].store(m, std::memory_order_release);
+  else
+    failed[device][kind].store(true, std::memory_order_release);
+  return m;
 }
 
 inline void check_input(const at::Tensor& t, const at::Tensor& like, const char* op, const char* what) {
@@ -211,6 +449,7 @@ inline unsigned threads_for(int64_t n) {
 inline bool fused_available(const at::Tensor& x) {
   if (!fused_enabled() || !x.defined() || !x.is_cuda() || detail::dtype_kind(x.scalar_type()) < 0) return false;
   if (at::GradMode::is_enabled()) return false;  // the kernels have no backward
+  c10::cuda::CUDAGuard guard(x.device());         // compiled for x's device
   return detail::module_for(x.scalar_type()) != nullptr;
 }
 
@@ -221,6 +460,7 @@ inline at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double
   const int64_t d = x.size(-1);
   MECHLENS_CHECK(weight.dim() == 1 && weight.size(0) == d, ShapeError, "kernels::rms_norm: weight has {} entries, x rows {}",
                  weight.numel(), d);
+  c10::cuda::CUDAGuard guard(x.device());  // launch on x's device and stream
   at::Tensor xc = x.contiguous(), wc = weight.contiguous(), out = at::empty_like(xc);
   const int64_t rows = xc.numel() / d;
   if (rows == 0) return out;
@@ -244,6 +484,7 @@ inline std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& resid, c
   const int64_t d = resid.size(-1);
   MECHLENS_CHECK(weight.dim() == 1 && weight.size(0) == d, ShapeError,
                  "kernels::add_rms_norm: weight has {} entries, rows have {}", weight.numel(), d);
+  c10::cuda::CUDAGuard guard(resid.device());  // launch on resid's device and stream
   at::Tensor rc = resid.contiguous(), dc = delta.contiguous(), wc = weight.contiguous();
   at::Tensor sum = at::empty_like(rc), out = at::empty_like(rc);
   const int64_t rows = rc.numel() / d;
@@ -260,6 +501,7 @@ inline std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& resid, c
 inline at::Tensor silu_mul(const at::Tensor& gate_up) {
   detail::check_input(gate_up, gate_up, "silu_mul", "gate_up");
   MECHLENS_CHECK(gate_up.size(-1) % 2 == 0, ShapeError, "kernels::silu_mul: last dimension {} is odd", gate_up.size(-1));
+  c10::cuda::CUDAGuard guard(gate_up.device());  // launch on gate_up's device and stream
   at::Tensor gu = gate_up.contiguous();
   const int64_t f = gu.size(-1) / 2, rows = gu.numel() / std::max<int64_t>(gu.size(-1), 1);
   auto sizes = gu.sizes().vec();
@@ -299,6 +541,7 @@ inline at::Tensor rotary_write_kv(const at::Tensor& qkv, int64_t n_heads, int64_
                  ArgumentError,
                  "kernels::rotary_write_kv: positions [{}] int64, inv_freq [{}] float32 and slot [1] int64 must be on {}",
                  b, d / 2, qkv.device().str());
+  c10::cuda::CUDAGuard guard(qkv.device());  // launch on qkv's device and stream
   at::Tensor src = qkv.stride(-1) == 1 ? qkv : qkv.contiguous();
   at::Tensor pos = positions.contiguous(), freq = inv_freq.contiguous();
   at::Tensor q = at::empty({b, 1, n_heads, d}, qkv.options());
@@ -311,6 +554,147 @@ inline at::Tensor rotary_write_kv(const at::Tensor& qkv, int64_t n_heads, int64_
          dim3(static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(((d / 2 + 31) / 32) * 32, 32), 1024))),
          {&pq, &row_stride, &pp, &pf, &ps, &po, &pk, &pv, &hq, &hkv, &di, &cache_row, &cache_head});
   return q;
+}
+
+namespace detail {
+inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+/// x holds one row of `x_len` elements, contiguous and 16-byte aligned, and w suits it
+/// (matvec_weight_fits).
+inline bool matvec_fits(const at::Tensor& x, const at::Tensor& w, int64_t x_len);
+
+inline bool same_as(const at::Tensor& t, const at::Tensor& like, int64_t n) {
+  return t.defined() && t.numel() == n && t.is_contiguous() && t.scalar_type() == like.scalar_type() &&
+         t.device() == like.device() && aligned16(t);
+}
+
+/// Launches gemv (see the kernel) and returns y: x's shape with the last dimension N.
+/// early_start: see kernels::matvec's `weights_settled`.
+inline at::Tensor launch_gemv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& gamma, double eps,
+                              const at::Tensor& resid, int mode, bool early_start) {
+  c10::cuda::CUDAGuard guard(x.device());  // launch on x's device and stream
+  auto sizes = x.sizes().vec();
+  sizes.back() = w.size(0);
+  at::Tensor y = at::empty(sizes, x.options());
+  void *pw = w.data_ptr(), *px = x.data_ptr(), *py = y.data_ptr();
+  void* pg = gamma.defined() ? gamma.data_ptr() : nullptr;
+  void* pr = resid.defined() ? resid.data_ptr() : nullptr;
+  float feps = static_cast<float>(eps);
+  int n = static_cast<int>(w.size(0)), k = static_cast<int>(w.size(1)), m = mode;
+  // Many rows (more than columns): a warp per 2 rows (gemv_rows); else a block of 256 threads
+  // per 4 rows (gemv_split). Measured on an H200 at Llama-3-8B shapes (docs/performance.md).
+  const bool by_warp = w.size(0) > w.size(1);
+  const int64_t rows_per_block = by_warp ? 8 * 2 : 4;
+  const auto blocks = static_cast<unsigned>((w.size(0) + rows_per_block - 1) / rows_per_block);
+  CUfunction fn = module_for(x.scalar_type())->function(by_warp ? "gemv_rows" : "gemv_split");
+  // x' staged in shared memory: mode 1 always, mode 2 in gemv_rows (gemv_split makes it inline)
+  const bool staged = mode == 1 || (mode == 2 && by_warp);
+  const auto shared = static_cast<unsigned>(staged ? w.size(1) * w.element_size() : 0);
+  if (shared > 48 * 1024) {  // beyond the default: ask for it (within matvec_shared_limit, checked before)
+    CUresult r = cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(shared));
+    MECHLENS_CHECK(r == CUDA_SUCCESS, Error, "kernels::matvec: {} bytes of shared memory refused (CUresult {})", shared,
+                   static_cast<int>(r));
+  }
+  launch(fn, dim3(blocks), dim3(256), {&pw, &px, &pg, &feps, &pr, &py, &n, &k, &m}, shared, early_start);
+  return y;
+}
+}  // namespace detail
+
+/// Whether w [N, K] can be the matrix of the matrix-vector kernels for activations like `like`:
+/// fused kernels available for `like`, same dtype and device, contiguous, 16-byte aligned, K a
+/// whole number of 16-byte chunks.
+inline bool matvec_weight_fits(const at::Tensor& w, const at::Tensor& like) {
+  if (!fused_available(like) || !w.defined() || w.dim() != 2 || w.scalar_type() != like.scalar_type() ||
+      w.device() != like.device() || !w.is_contiguous() || w.size(0) >= (int64_t{1} << 31) ||
+      w.size(1) >= (int64_t{1} << 31))
+    return false;
+  const int64_t per16 = 16 / static_cast<int64_t>(w.element_size());
+  return w.size(1) % per16 == 0 && detail::aligned16(w);
+}
+
+namespace detail {
+inline bool matvec_fits(const at::Tensor& x, const at::Tensor& w, int64_t x_len) {
+  return matvec_weight_fits(w, x) && x.numel() == x_len && x.is_contiguous() && aligned16(x);
+}
+}  // namespace detail
+
+/// Whether matvec runs for x [..., K] (one row in all) and w [N, K]: fused kernels available,
+/// same dtype and device, both contiguous and 16-byte aligned, K a whole number of 16 bytes.
+inline bool matvec_applies(const at::Tensor& x, const at::Tensor& w) {
+  return w.defined() && w.dim() == 2 && detail::matvec_fits(x, w, w.size(1));
+}
+
+/// y = x w^T (+ residual) for one row x [..., K] (batch-1 decoding) -> [..., N]: a
+/// matrix-vector kernel streaming w in 16-byte loads, summing in float32 (as cuBLAS does, in
+/// another order). With `residual` [..., N]: residual + rounded(x w^T), rounded (the residual
+/// add after a projection, as transformers rounds it). Check matvec_applies first.
+///
+/// `weights_settled`: the caller knows that no kernel still running on the stream writes w (the
+/// model's own decoding step, where the kernel before is a norm, an attention or another
+/// projection). Then, on Hopper and later, the kernel may start before the previous one ends
+/// and load its first weights meanwhile (programmatic dependent launch; runtime_compiler.hpp).
+/// Leave it false after editing a weight in place.
+inline at::Tensor matvec(const at::Tensor& x, const at::Tensor& w, const at::Tensor& residual = {},
+                         bool weights_settled = false) {
+  MECHLENS_CHECK(matvec_applies(x, w) && (!residual.defined() || detail::same_as(residual, x, w.size(0))),
+                 ArgumentError,
+                 "kernels::matvec: x {} ({}), w {} ({}) and residual {} do not fit (one row, contiguous, 16-byte aligned)",
+                 shape_str(x.sizes()), c10::toString(x.scalar_type()), shape_str(w.sizes()),
+                 c10::toString(w.scalar_type()), residual.defined() ? shape_str(residual.sizes()) : "(none)");
+  return detail::launch_gemv(x, w, {}, 0.0, residual, 0, weights_settled);
+}
+
+namespace detail {
+/// rms_norm_matvec and silu_mul_matvec hold x' (K elements) in a block's shared memory: K must
+/// fit what the device grants one block.
+inline bool staged_input_fits(const at::Tensor& w, const at::Tensor& x) {
+  c10::cuda::CUDAGuard guard(x.device());
+  const auto limit = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin) - 1024;
+  return w.size(1) * static_cast<int64_t>(w.element_size()) <= limit;
+}
+}  // namespace detail
+
+/// Whether rms_norm_matvec runs: matvec_applies(x, w), a norm weight like x, and K elements of x'
+/// within a block's shared memory (K up to ~113,000 in bfloat16 on an H100/H200).
+inline bool rms_norm_matvec_applies(const at::Tensor& x, const at::Tensor& norm_weight, const at::Tensor& w) {
+  return matvec_applies(x, w) && detail::same_as(norm_weight, x, w.size(1)) && detail::staged_input_fits(w, x);
+}
+
+/// RMSNorm(x) w^T for one row x [..., K] -> [..., N], the norm (rounded as kernels::rms_norm
+/// rounds) made inside the matrix-vector kernel: the norm's output never goes to memory.
+/// `weights_settled` as in matvec.
+inline at::Tensor rms_norm_matvec(const at::Tensor& x, const at::Tensor& norm_weight, double eps, const at::Tensor& w,
+                                  bool weights_settled = false) {
+  MECHLENS_CHECK(rms_norm_matvec_applies(x, norm_weight, w), ArgumentError,
+                 "kernels::rms_norm_matvec: x {}, norm weight {}, w {} do not fit (one row, contiguous, 16-byte aligned)",
+                 shape_str(x.sizes()), norm_weight.defined() ? shape_str(norm_weight.sizes()) : "(none)",
+                 shape_str(w.sizes()));
+  return detail::launch_gemv(x, w, norm_weight, eps, {}, 1, weights_settled);
+}
+
+/// Whether silu_mul_matvec runs: gate_up one row of 2 K, w [N, K], as matvec_applies, and x'
+/// within shared memory as for rms_norm_matvec.
+inline bool silu_mul_matvec_applies(const at::Tensor& gate_up, const at::Tensor& w) {
+  return w.defined() && w.dim() == 2 && detail::matvec_fits(gate_up, w, 2 * w.size(1)) &&
+         detail::staged_input_fits(w, gate_up);
+}
+
+/// (silu(gate) * up) w^T (+ residual) for one row gate_up [..., 2 K] -> [..., N], the activation
+/// (rounded as kernels::silu_mul rounds) made inside the matrix-vector kernel; `residual` as in
+/// matvec, and `weights_settled`.
+inline at::Tensor silu_mul_matvec(const at::Tensor& gate_up, const at::Tensor& w, const at::Tensor& residual = {},
+                                  bool weights_settled = false) {
+  MECHLENS_CHECK(silu_mul_matvec_applies(gate_up, w) && (!residual.defined() || detail::same_as(residual, gate_up, w.size(0))),
+                 ArgumentError, "kernels::silu_mul_matvec: gate_up {}, w {} and residual {} do not fit",
+                 shape_str(gate_up.sizes()), shape_str(w.sizes()),
+                 residual.defined() ? shape_str(residual.sizes()) : "(none)");
+  return detail::launch_gemv(gate_up, w, {}, 0.0, residual, 2, weights_settled);
+}
+
+/// x w^T (+ bias): matvec where it applies, else at::linear.
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias = {}) {
+  if (!bias.defined() && matvec_applies(x, w)) return matvec(x, w);
+  return at::linear(x, w, bias);
 }
 
 #else  // no NVRTC: the ATen paths run everywhere
@@ -328,6 +712,23 @@ inline std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor&, const a
   detail::no_fused("add_rms_norm");
 }
 inline at::Tensor silu_mul(const at::Tensor&) { detail::no_fused("silu_mul"); }
+inline void set_early_launch_enabled(bool) {}  // nothing launches early without NVRTC
+inline bool matvec_weight_fits(const at::Tensor&, const at::Tensor&) { return false; }
+inline bool matvec_applies(const at::Tensor&, const at::Tensor&) { return false; }
+inline at::Tensor matvec(const at::Tensor&, const at::Tensor&, const at::Tensor& = {}, bool = false) {
+  detail::no_fused("matvec");
+}
+inline bool rms_norm_matvec_applies(const at::Tensor&, const at::Tensor&, const at::Tensor&) { return false; }
+inline at::Tensor rms_norm_matvec(const at::Tensor&, const at::Tensor&, double, const at::Tensor&, bool = false) {
+  detail::no_fused("rms_norm_matvec");
+}
+inline bool silu_mul_matvec_applies(const at::Tensor&, const at::Tensor&) { return false; }
+inline at::Tensor silu_mul_matvec(const at::Tensor&, const at::Tensor&, const at::Tensor& = {}, bool = false) {
+  detail::no_fused("silu_mul_matvec");
+}
+inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias = {}) {
+  return at::linear(x, w, bias);
+}
 inline at::Tensor rotary_write_kv(const at::Tensor&, int64_t, int64_t, const at::Tensor&, const at::Tensor&,
                                   const at::Tensor&, at::Tensor&, at::Tensor&) {
   detail::no_fused("rotary_write_kv");

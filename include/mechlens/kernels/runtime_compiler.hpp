@@ -11,8 +11,11 @@
 
 #if defined(MECHLENS_WITH_CUDA) && defined(MECHLENS_WITH_NVRTC)
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,24 +33,27 @@
 
 namespace mechlens::kernels {
 
-/// A compiled module: its kernels by name.
+/// A compiled module: its kernels by name (a short list searched by name; no allocation once a
+/// kernel has been looked up, so a decoding step's launches allocate nothing on the host).
 class CompiledModule {
  public:
-  CUfunction function(const std::string& name) {
-    auto it = functions_.find(name);
-    if (it != functions_.end()) return it->second;
+  CUfunction function(const char* name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [known, fn] : functions_)
+      if (std::strcmp(known, name) == 0) return fn;
     CUfunction fn = nullptr;
-    CUresult r = cuModuleGetFunction(&fn, module_, name.c_str());
+    CUresult r = cuModuleGetFunction(&fn, module_, name);
     MECHLENS_CHECK(r == CUDA_SUCCESS, Error, "runtime kernels: no kernel '{}' in the compiled module (CUresult {})",
                    name, static_cast<int>(r));
-    functions_[name] = fn;
+    functions_.emplace_back(name, fn);  // `name` is a string literal of the caller
     return fn;
   }
   explicit CompiledModule(CUmodule m) : module_(m) {}
 
  private:
   CUmodule module_;
-  std::map<std::string, CUfunction> functions_;
+  std::mutex mutex_;
+  std::vector<std::pair<const char*, CUfunction>> functions_;
 };
 
 /// Compiles `source` for the current CUDA device (cached per device and `key`). Returns nullptr
@@ -97,11 +103,52 @@ inline CompiledModule* compile(const std::string& key, const std::string& source
   return modules[slot].get();
 }
 
+/// Whether kernels that support it are launched with programmatic dependent launch (Hopper and
+/// later): they may start while the kernel before them finishes (see launch). On by default;
+/// off with set_early_launch_enabled(false) or the environment variable
+/// MECHLENS_EARLY_LAUNCH=0 (to measure what it gains).
+inline std::atomic<bool>& early_launch_switch() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("MECHLENS_EARLY_LAUNCH");
+    return !(v && std::string(v) == "0");
+  }()};
+  return on;
+}
+inline void set_early_launch_enabled(bool on) { early_launch_switch().store(on); }
+
 /// Launches `fn` on the current stream of the current device with `args` (pointers to the
-/// arguments, in the kernel's order).
-inline void launch(CUfunction fn, dim3 grid, dim3 block, std::vector<void*> args, unsigned shared_bytes = 0) {
-  CUresult r = cuLaunchKernel(fn, grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes,
-                              at::cuda::getCurrentCUDAStream().stream(), args.data(), nullptr);
+/// arguments, in the kernel's order). With `early_start` (for kernels that wait for their
+/// predecessor themselves: PTX griddepcontrol.wait before reading its output) and a device of
+/// compute capability 9.0 or later, the launch allows programmatic stream serialization: the
+/// kernel's blocks may start once the previous kernel's blocks have all signalled
+/// (griddepcontrol.launch_dependents) or exited. CUDA graphs capture this as a programmatic edge.
+inline void launch(CUfunction fn, dim3 grid, dim3 block, std::initializer_list<void*> args,
+                   unsigned shared_bytes = 0, bool early_start = false) {
+  CUstream stream = at::cuda::getCurrentCUDAStream().stream();
+  if (early_start && early_launch_switch().load(std::memory_order_relaxed) &&
+      at::cuda::getCurrentDeviceProperties()->major >= 9) {
+    CUlaunchAttribute attr;
+    std::memset(&attr, 0, sizeof(attr));
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config;
+    std::memset(&config, 0, sizeof(config));
+    config.gridDimX = grid.x;
+    config.gridDimY = grid.y;
+    config.gridDimZ = grid.z;
+    config.blockDimX = block.x;
+    config.blockDimY = block.y;
+    config.blockDimZ = block.z;
+    config.sharedMemBytes = shared_bytes;
+    config.hStream = stream;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    CUresult r = cuLaunchKernelEx(&config, fn, const_cast<void**>(args.begin()), nullptr);
+    MECHLENS_CHECK(r == CUDA_SUCCESS, Error, "runtime kernels: cuLaunchKernelEx returned {}", static_cast<int>(r));
+    return;
+  }
+  CUresult r = cuLaunchKernel(fn, grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes, stream,
+                              const_cast<void**>(args.begin()), nullptr);
   MECHLENS_CHECK(r == CUDA_SUCCESS, Error, "runtime kernels: cuLaunchKernel returned {}", static_cast<int>(r));
 }
 

@@ -57,17 +57,10 @@ class AttentionImpl : public torch::nn::Module {
     const int64_t b = x.size(0), p = x.size(1);
     const int64_t nq = n_heads_ * d_head_, nk = n_kv_heads_ * d_head_;
     at::Tensor q, k, v;
-    if (cache && slot.defined() && qkv_weight_.defined() && p == 1 && !projection_hooks_active() &&
-        kernels::fused_available(x)) {
-      // One decoding step on CUDA: rotary and the cache write in one kernel.
-      at::Tensor qkv = at::linear(x, qkv_weight_, qkv_bias_);
-      at::Tensor keys = cache->key_storage().select(0, layer_), values = cache->value_storage().select(0, layer_);
-      q = kernels::rotary_write_kv(qkv, n_heads_, n_kv_heads_, angles.positions, angles.inv_freq, slot, keys, values);
-      at::Tensor z = (*hook_z_)(attend(q.transpose(1, 2), keys, values, mask).transpose(1, 2));
-      return o_proj_(z.reshape({b, p, n_heads_ * d_head_}));
-    }
+    if (fused_step_applies(x, cache, slot))  // one decoding step on CUDA: rotary and the cache write in one kernel
+      return o_proj_(step_from_qkv(kernels::linear(x, qkv_weight_), angles, mask, cache, slot));
     if (qkv_weight_.defined()) {
-      at::Tensor qkv = at::linear(x, qkv_weight_, qkv_bias_);  // [b, p, (h + 2 kv) * d], one GEMM
+      at::Tensor qkv = kernels::linear(x, qkv_weight_, qkv_bias_);  // [b, p, (h + 2 kv) * d], one GEMM
       v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
       if (!hook_q_->active() && !hook_k_->active()) {
         // q and k rotated together (their hooks are empty, so skipping them changes nothing).
@@ -101,6 +94,32 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   int64_t layer() const { return layer_; }
+
+  /// Whether x [b, 1, d_model] can take the fused decoding step (step_from_qkv): a static-shape
+  /// step (cache and slot) on CUDA with the fused kernels, q/k/v fused without bias, and no hook on
+  /// the projections (the fused kernel never writes the unrotated q and k they would see).
+  bool fused_step_applies(const at::Tensor& x, KVCache* cache, const at::Tensor& slot) const {
+    return cache && slot.defined() && qkv_weight_.defined() && !qkv_bias_.defined() && x.dim() == 3 &&
+           x.size(1) == 1 && !projection_hooks_active() && kernels::fused_available(x);
+  }
+
+  /// One decoding step from the fused projection's output qkv [b, 1, (h + 2 kv) * d] (check
+  /// fused_step_applies): rotary and the cache write at `slot` in one kernel, then attention over
+  /// the cache -> z [b, 1, h * d] after hook_z, the input of o_proj.
+  at::Tensor step_from_qkv(const at::Tensor& qkv, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache,
+                           const at::Tensor& slot) {
+    const int64_t b = qkv.size(0);
+    at::Tensor keys = cache->key_storage().select(0, layer_), values = cache->value_storage().select(0, layer_);
+    at::Tensor q =
+        kernels::rotary_write_kv(qkv, n_heads_, n_kv_heads_, angles.positions, angles.inv_freq, slot, keys, values);
+    at::Tensor z = (*hook_z_)(attend(q.transpose(1, 2), keys, values, mask).transpose(1, 2));
+    return z.reshape({b, 1, n_heads_ * d_head_});
+  }
+
+  /// The fused q/k/v weight [(h + 2 kv) * d, d_model] (undefined before fuse_projections) and
+  /// o_proj's weight.
+  const at::Tensor& qkv_weight() const { return qkv_weight_; }
+  const at::Tensor& o_weight() const { return o_proj_->weight; }
 
   /// Inference speed-up: q/k/v weights become views of one [(h + 2 kv) * d, d_model] matrix so the
   /// three projections run as one GEMM. Parameters keep their names and shapes (in-place edits of

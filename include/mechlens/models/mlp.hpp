@@ -23,13 +23,19 @@ class MlpImpl : public torch::nn::Module {
   /// [batch, pos, d_model] -> same
   at::Tensor forward(const at::Tensor& x) {
     if (gate_up_weight_.defined()) {
-      at::Tensor gu = at::linear(x, gate_up_weight_);  // [b, p, 2 * d_mlp], one GEMM
+      at::Tensor gu = kernels::linear(x, gate_up_weight_);  // [b, p, 2 * d_mlp], one GEMM
+      if (kernels::silu_mul_matvec_applies(gu, down_proj_->weight)) return kernels::silu_mul_matvec(gu, down_proj_->weight);
       if (kernels::fused_available(gu)) return down_proj_(kernels::silu_mul(gu));
       const int64_t f = gu.size(-1) / 2;
       return down_proj_(at::silu(gu.narrow(-1, 0, f)) * gu.narrow(-1, f, f));
     }
     return down_proj_(at::silu(gate_proj_(x)) * up_proj_(x));
   }
+
+  /// The fused gate/up weight [2 * d_mlp, d_model] (undefined before fuse_projections) and
+  /// down_proj's weight.
+  const at::Tensor& gate_up_weight() const { return gate_up_weight_; }
+  const at::Tensor& down_weight() const { return down_proj_->weight; }
 
   /// Inference speed-up: gate and up weights become views of one matrix (one GEMM for both); see
   /// AttentionImpl::fuse_projections.

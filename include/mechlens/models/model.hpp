@@ -20,6 +20,7 @@
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/hooks/intervention.hpp"
+#include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/decoder_layer.hpp"
 #include "mechlens/models/kv_cache.hpp"
@@ -152,8 +153,13 @@ class ModelImpl : public torch::nn::Module {
     if (opt.cache && !static_step) opt.cache->commit();
     if (opt.stop_after_layer >= 0) return at::Tensor();
     if (opt.last_position_only) resid = resid.narrow(1, p - 1, 1);
+    const at::Tensor& unembed = lm_head_ ? lm_head_->weight : embed_tokens_->weight;
+    if (!hook_ln_final_->active() && !(lm_head_ && lm_head_->bias.defined()) &&
+        kernels::rms_norm_matvec_applies(resid, norm_->weight, unembed))  // one row on CUDA: norm + unembed, one kernel
+      // weights_settled: the kernel before is this forward's last layer (or a hook on its output).
+      return kernels::rms_norm_matvec(resid, norm_->weight, norm_->eps(), unembed, /*weights_settled=*/true);
     at::Tensor h = (*hook_ln_final_)(norm_(resid));
-    return lm_head_ ? lm_head_(h) : at::linear(h, embed_tokens_->weight);
+    return lm_head_ ? lm_head_(h) : kernels::linear(h, embed_tokens_->weight);
   }
 
   const ModelConfig& config() const { return cfg_; }
