@@ -1,14 +1,16 @@
-// Row-wise KV splices and patches of left-padded batches against the library's batch-1
-// operations (interventions/kv_splice.hpp, interventions/patch.hpp) applied to each row alone.
+// Row-wise KV splices and patches of left-padded batches (interventions/kv_splice_rows.hpp,
+// interventions/patch_rows.hpp) against the batch-1 operations (splice_kv, patch) applied to each
+// row alone. Here beside the experiments, whose batches of pairs they were made for and whose
+// padding helper they use.
 
 #include <catch2/catch.hpp>
 
 #include <mechlens/experiments/conditions.hpp>
-#include <mechlens/experiments/row_patch.hpp>
-#include <mechlens/experiments/row_splice.hpp>
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
+#include <mechlens/interventions/kv_splice_rows.hpp>
 #include <mechlens/interventions/patch.hpp>
+#include <mechlens/interventions/patch_rows.hpp>
 #include <mechlens/models/load.hpp>
 
 #include "experiments_test_support.hpp"
@@ -41,14 +43,14 @@ TEST_CASE("KV splice of a padded batch equals splicing each row alone with splic
   for (bool rerotate : {false, true}) {
     for (Align align : {Align::Right, Align::Left}) {
       CAPTURE(rerotate, align_name(align));
-      ex::RowSpliceOptions opt;
+      RowSpliceOptions opt;
       opt.layers = LayerRange{1, 3};
       opt.align = align;
       opt.rerotate = rerotate;
       opt.rope = model->config().rope;
       PromptState target = prefill(*model, kTargets, 4);
       PromptState source = prefill(*model, kSources, 0);
-      const auto copied = ex::splice_kv_rows(target.cache, source.cache, opt);
+      const auto copied = splice_kv_rows(target.cache, source.cache, opt);
       for (size_t r = 0; r < kTargets.size(); ++r) {
         PromptState t1 = prefill(*model, kTargets[r], 4);
         PromptState s1 = prefill(*model, kSources[r], 0);
@@ -73,10 +75,10 @@ TEST_CASE("KV splice with from_end copies only the named slots of each row", "[e
   PromptState target = prefill(*model, kTargets, 0);
   PromptState before = prefill(*model, kTargets, 0);
   PromptState source = prefill(*model, kSources, 0);
-  ex::RowSpliceOptions opt;
+  RowSpliceOptions opt;
   opt.from_end = {1, 3};
   opt.from_start = {0};
-  const auto copied = ex::splice_kv_rows(target.cache, source.cache, opt);
+  const auto copied = splice_kv_rows(target.cache, source.cache, opt);
   for (int64_t r = 0; r < 3; ++r) {
     const at::Tensor now = real_slots(target.cache, r, true), old = real_slots(before.cache, r, true);
     const at::Tensor src = real_slots(source.cache, r, true);
@@ -102,10 +104,10 @@ TEST_CASE("KV splice of prompts of different lengths without an alignment names 
   Model model = load_model(test::reference_model("llama_tied"));
   PromptState target = prefill(*model, kTargets, 0);
   PromptState source = prefill(*model, kSources, 0);
-  ex::RowSpliceOptions opt;
+  RowSpliceOptions opt;
   opt.align = Align::Exact;
   try {
-    ex::splice_kv_rows(target.cache, source.cache, opt);
+    splice_kv_rows(target.cache, source.cache, opt);
     FAIL("no error");
   } catch (const ArgumentError& e) {
     CHECK_THAT(e.what(), Catch::Contains("row 0") && Catch::Contains("7 prefilled slots") && Catch::Contains("the target 4"));
@@ -126,7 +128,7 @@ TEST_CASE("Row patch of a padded batch equals patch() on each row alone", "[expe
   fo.attention_mask = src_mask;
   auto cached = model->run_with_cache(src_ids, co, fo).second;
   PromptState batch = [&] {
-    auto scope = model->apply(ex::row_patch(hooks, cached, ns, nt, Align::Right));
+    auto scope = model->apply(patch_rows(hooks, cached, ns, nt, Align::Right));
     return prefill(*model, kTargets, 0);
   }();
   for (size_t r = 0; r < kTargets.size(); ++r) {

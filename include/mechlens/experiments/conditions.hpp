@@ -10,7 +10,7 @@
 /// Prompt state (DESIGN.md): prefill runs every prompt token but the last; the last is pending
 /// and is fed first when decoding starts. A KV transfer copies the source prompt's prefilled
 /// slots (never its last token) into the target's, row by row on each row's own tokens
-/// (row_splice.hpp), so the first generated token already sees the transplanted cache.
+/// (interventions/kv_splice_rows.hpp), so the first generated token already sees the transplanted cache.
 
 #include <cstdint>
 #include <functional>
@@ -29,11 +29,11 @@
 #include "mechlens/core/selection.hpp"
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
-#include "mechlens/experiments/row_patch.hpp"
-#include "mechlens/experiments/row_splice.hpp"
 #include "mechlens/generation/generate.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
+#include "mechlens/interventions/kv_splice_rows.hpp"
+#include "mechlens/interventions/patch_rows.hpp"
 #include "mechlens/models/model.hpp"
 
 namespace mechlens::experiments {
@@ -256,7 +256,7 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
     fo.attention_mask = mask;
     auto cached = ctx.model->run_with_cache(ids, co, fo).second;
     {
-      auto scope = ctx.model->apply(row_patch(hooks, cached, ns, nt, align));
+      auto scope = ctx.model->apply(patch_rows(hooks, cached, ns, nt, align));
       ctx.target_prefill_starts();
       p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     }

@@ -130,7 +130,7 @@ inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOption
     at::Tensor tv = target.valid().index_select(1, ti);
     MECHLENS_CHECK(sv.expand_as(tv).eq(tv).all().item<bool>(), ArgumentError,
                    "KV splice: in these left-padded caches the aligned slots pair padding with real tokens in some "
-                   "row (rows of different lengths); splice row by row (experiments/row_splice.hpp) or pass a slot map");
+                   "row (rows of different lengths); splice row by row (splice_kv_rows, interventions/kv_splice_rows.hpp) or pass a slot map");
   }
   auto heads = opt.kv_heads.resolve(target.n_kv_heads(), "KV head", "KV splice");
   const int64_t b = target.batch();

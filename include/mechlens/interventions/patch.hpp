@@ -11,7 +11,7 @@
 /// shapes and the selection. A source of batch 1 is broadcast over the target's rows. One
 /// position map serves every row: where the source run was left-padded (rows of different
 /// lengths), a patch that would put a padding activation into a real target token is an error
-/// naming the row and positions (patch row by row: experiments/row_patch.hpp).
+/// naming the row and positions (patch row by row: patch_rows, interventions/patch_rows.hpp).
 
 #include <string>
 #include <vector>
@@ -64,7 +64,7 @@ inline void check_padding(const at::Tensor& x, const at::Tensor& mask, const Hoo
   raise<ArgumentError>(
       "patch at hook '{}': target row {} position {} (a real token) would receive source position {}, which is "
       "left padding in source row {} ({} alignment, source {} positions, target {}); rows of different lengths "
-      "need a patch per row (experiments/row_patch.hpp) or positions that are real in every source row",
+      "need a patch per row (patch_rows, interventions/patch_rows.hpp) or positions that are real in every source row",
       hook, row, t0 + j, s0 + j, source_live.size(0) == 1 ? 0 : row, align_name(align), source_pos, nt);
 }
 

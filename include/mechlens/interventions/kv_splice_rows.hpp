@@ -1,9 +1,9 @@
 #pragma once
 /// \file
-/// KV splices of left-padded batches, row by row. The library's splice_kv (interventions/
-/// kv_splice.hpp) aligns slots by storage index, the same for every row; in a batch of pairs
-/// whose prompts differ in length that would copy padding into real slots of some rows. Here each
-/// row is aligned on its own real tokens: row r of the target gets row r of the source (or row 0
+/// KV splices of left-padded batches, row by row. splice_kv (kv_splice.hpp) aligns slots by
+/// storage index, the same for every row; in a batch of pairs whose prompts differ in length that
+/// would copy padding into real slots of some rows (splice_kv refuses it). Here each row is
+/// aligned on its own real tokens, so a padded batch gives what splicing each row alone gives: row r of the target gets row r of the source (or row 0
 /// of a batch-1 source), with splice_kv's rules per row — `right` (the last m = min(n_src, n_tgt)
 /// real slots of each), `left` (the first m), or exact (equal lengths, else an error naming the
 /// row and both lengths). Target slots keep their own positions and validity; keys keep the
@@ -30,7 +30,7 @@
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/rotary.hpp"
 
-namespace mechlens::experiments {
+namespace mechlens {
 
 struct RowSpliceOptions {
   std::optional<LayerRange> layers;  ///< default: all
@@ -126,4 +126,4 @@ inline std::vector<int64_t> splice_kv_rows(KVCache& target, const KVCache& sourc
   return copied;
 }
 
-}  // namespace mechlens::experiments
+}  // namespace mechlens
