@@ -559,10 +559,6 @@ inline at::Tensor rotary_write_kv(const at::Tensor& qkv, int64_t n_heads, int64_
 namespace detail {
 inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-/// x holds one row of `x_len` elements, contiguous and 16-byte aligned, and w suits it
-/// (matvec_weight_fits).
-inline bool matvec_fits(const at::Tensor& x, const at::Tensor& w, int64_t x_len);
-
 inline bool same_as(const at::Tensor& t, const at::Tensor& like, int64_t n) {
   return t.defined() && t.numel() == n && t.is_contiguous() && t.scalar_type() == like.scalar_type() &&
          t.device() == like.device() && aligned16(t);
@@ -590,7 +586,7 @@ inline at::Tensor launch_gemv(const at::Tensor& x, const at::Tensor& w, const at
   // x' staged in shared memory: mode 1 always, mode 2 in gemv_rows (gemv_split makes it inline)
   const bool staged = mode == 1 || (mode == 2 && by_warp);
   const auto shared = static_cast<unsigned>(staged ? w.size(1) * w.element_size() : 0);
-  if (shared > 48 * 1024) {  // beyond the default: ask for it (within matvec_shared_limit, checked before)
+  if (shared > 48 * 1024) {  // beyond the default: ask for it (within what staged_input_fits allowed)
     CUresult r = cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(shared));
     MECHLENS_CHECK(r == CUDA_SUCCESS, Error, "kernels::matvec: {} bytes of shared memory refused (CUresult {})", shared,
                    static_cast<int>(r));
@@ -613,6 +609,8 @@ inline bool matvec_weight_fits(const at::Tensor& w, const at::Tensor& like) {
 }
 
 namespace detail {
+/// x holds one row of `x_len` elements, contiguous and 16-byte aligned, and w suits it
+/// (matvec_weight_fits).
 inline bool matvec_fits(const at::Tensor& x, const at::Tensor& w, int64_t x_len) {
   return matvec_weight_fits(w, x) && x.numel() == x_len && x.is_contiguous() && aligned16(x);
 }
