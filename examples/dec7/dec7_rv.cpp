@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < s.pairs.size(); ++i)
       for (Role role : {Role::Recursive, Role::Baseline}) {
         const double v = prompt_rv[role == Role::Recursive ? i : s.pairs.size() + i];
-        const auto* r = s.log->find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
+        const auto r = s.log->find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
         if (r && std::isfinite(v)) x.push_back(v), y.push_back(r->score);
       }
     for (const auto& r : records) {

@@ -59,9 +59,25 @@ TEST_CASE("A record log appends whole lines and reads them back on resume", "[ex
   auto log = ex::RecordLog::open(path, true);
   CHECK(log.resumed() == 2);
   CHECK(log.contains("baseline|p1"));
-  REQUIRE(log.find("baseline|p1") != nullptr);
+  REQUIRE(log.find("baseline|p1").has_value());
   CHECK(log.find("baseline|p1")->score == 1.5);
   CHECK(log.find("baseline|p1")->ids == std::vector<int64_t>{1, 2, 3});
+}
+
+TEST_CASE("Record ids cannot collide, and a found record survives later appends", "[experiments][records]") {
+  // "a|b" + "c" and "a" + "b|c" would both be "a|b|c": a condition name may not hold '|'.
+  CHECK_THROWS_WITH(ex::GenerationRecord::record_id("a|b", "c"), Catch::Contains("condition name 'a|b'"));
+  CHECK(ex::GenerationRecord::record_id("a", "b|c") == "a|b|c");
+  const std::string dir = test::temp_dir("find_append");
+  auto log = ex::RecordLog::open(dir + "/generations.jsonl", false);
+  log.append(record("baseline", "p0", 2.5));
+  auto found = log.find("baseline|p0");
+  REQUIRE(found.has_value());
+  // Enough appends to move the stored records (a pointer into them would dangle).
+  for (int i = 1; i < 200; ++i) log.append(record("baseline", "p" + std::to_string(i), 0.0));
+  CHECK(found->score == 2.5);
+  CHECK(found->pair_id == "p0");
+  CHECK_FALSE(log.find("baseline|none").has_value());
 }
 
 TEST_CASE("Resuming a log whose last line was cut off mid-write drops that line and truncates the file",

@@ -36,7 +36,7 @@ GenerationOptions greedy_options(int64_t n) {
 }  // namespace
 
 TEST_CASE("Greedy decoding from the prompt state reproduces transformers, past a sliding window too") {
-  for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa"}) {
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa", "qwen2_bias"}) {
     Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto ref = io::read_json_file(model_dir(name) + "/generation.json");
     for (const auto& rec : ref.at("greedy")) {
@@ -49,7 +49,7 @@ TEST_CASE("Greedy decoding from the prompt state reproduces transformers, past a
 }
 
 TEST_CASE("KV splices with left and right alignment reproduce transformers for every layer range") {
-  for (const char* name : {"llama_gqa_llama3", "llama_tied"}) {
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "qwen2_bias"}) {
     Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto ref = io::read_json_file(model_dir(name) + "/generation.json");
     REQUIRE(ref.at("splice").size() == 24);
@@ -73,7 +73,7 @@ TEST_CASE("KV splices with left and right alignment reproduce transformers for e
 }
 
 TEST_CASE("A KV prefix memory continues positions after the source and reproduces transformers") {
-  for (const char* name : {"llama_gqa_llama3", "llama_tied"}) {
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "qwen2_bias"}) {
     Model model = load_model(model_dir(name), {at::kFloat, test::device()});
     auto rec = io::read_json_file(model_dir(name) + "/generation.json").at("prefix").at(0);
     auto source = rec.at("source_ids").get<std::vector<int64_t>>();

@@ -3,6 +3,13 @@
 //
 // Tolerance rule (issue 3): every hook point and the logits agree with the reference within
 // 1e-4 of the reference tensor's scale, i.e. max|ours - ref| <= 1e-4 * max|ref|.
+//
+// bfloat16 (reference_bf16.safetensors, make_bf16_reference.py: transformers run in bfloat16):
+// rotary is compared bit for bit on transformers' own inputs; whole forwards agree within
+// kBf16Tol of each tensor's scale (bfloat16 has 8 significant bits, 2^-8 = 3.9e-3, and matrix
+// products of different libraries accumulate in different orders, so a few ulps propagate
+// through the layers). For scale: transformers' own bfloat16 logits are 0.6-3 % of the scale away
+// from its float32 ones on these models.
 #include <fstream>
 
 #include <mechlens/io/json.hpp>
@@ -15,7 +22,8 @@ using namespace mechlens;
 
 namespace {
 constexpr double kTol = 1e-4;
-const char* kModels[] = {"llama_gqa_llama3", "llama_tied", "mistral_swa"};
+constexpr double kBf16Tol = 2e-2;
+const char* kModels[] = {"llama_gqa_llama3", "llama_tied", "mistral_swa", "qwen2_bias"};
 
 std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
 
@@ -99,4 +107,65 @@ TEST_CASE("The configs are read in both rotary forms with their architectures") 
   ModelConfig mistral = ModelConfig::from_file(model_dir("mistral_swa"));
   REQUIRE(mistral.sliding_window == std::optional<int64_t>(8));
   REQUIRE(mistral.n_kv_heads() == 1);
+}
+
+TEST_CASE("Rotary rounds as transformers does in bfloat16: bit for bit on transformers' own q and k") {
+  for (const char* name : kModels) {
+    ModelConfig cfg = ModelConfig::from_file(model_dir(name));
+    auto ref = io::load_safetensors(model_dir(name) + "/reference_bf16.safetensors");
+    at::Tensor inv_freq = rope_inverse_frequencies(cfg.rope, cfg.d_head());
+    for (int i = 0; i < 3; ++i)
+      for (int64_t layer = 0; layer < cfg.n_layers(); ++layer)
+        for (const char* site : {"q", "k"}) {
+          const std::string p = "p" + std::to_string(i) + ".blocks." + std::to_string(layer) + ".attn.hook_";
+          at::Tensor x = ref.at(p + site).to(at::kBFloat16);  // exact: bfloat16 values stored as float32
+          const int64_t n = x.size(1);
+          at::Tensor positions = at::arange(n, at::TensorOptions().dtype(at::kLong)).unsqueeze(0);
+          at::Tensor ours = apply_rotary(x, rotary_angles(inv_freq, positions, at::kBFloat16)).to(at::kFloat);
+          INFO(name << " " << p << "rot_" << site);
+          REQUIRE((ours - ref.at(p + "rot_" + site)).abs().max().item<double>() == 0.0);
+        }
+  }
+}
+
+TEST_CASE("In bfloat16 every hook point and the logits match transformers run in bfloat16") {
+  for (const char* name : kModels) {
+    Model model = load_model(model_dir(name), {at::kBFloat16, test::device()});
+    auto ref = io::load_safetensors(model_dir(name) + "/reference_bf16.safetensors");
+    auto fp32 = reference(name);
+    for (int i = 0; i < 3; ++i) {
+      const std::string p = "p" + std::to_string(i) + ".";
+      at::Tensor ids = ref.at(p + "input_ids");
+      auto [logits, cache] = model->run_with_cache(ids, CacheOptions{});
+      INFO(name << " prompt " << i);
+      REQUIRE(logits.scalar_type() == at::kBFloat16);
+      const double d = test::max_rel_diff(logits, ref.at(p + "logits"));
+      const double bf16_vs_fp32 = test::max_rel_diff(ref.at(p + "logits"), fp32.at(p + "logits"));
+      INFO("logits: " << d << " of scale from transformers bf16; transformers bf16 vs fp32: " << bf16_vs_fp32);
+      REQUIRE(d <= kBf16Tol);
+      for (const auto& hook : model->hook_names()) {
+        INFO("hook " << hook);
+        REQUIRE(cache.get(hook).sizes() == ref.at(p + hook).sizes());
+        REQUIRE(test::max_rel_diff(cache.get(hook), ref.at(p + hook)) <= kBf16Tol);
+      }
+      at::Tensor plain = model->forward(ids);  // the fused attention path where LibTorch has one
+      REQUIRE(test::max_rel_diff(plain, ref.at(p + "logits")) <= kBf16Tol);
+    }
+  }
+}
+
+TEST_CASE("qwen2: q/k/v biases are read, fused and used; per-layer sliding windows are refused") {
+  ModelConfig cfg = ModelConfig::from_file(model_dir("qwen2_bias"));
+  REQUIRE(cfg.model_type == "qwen2");
+  REQUIRE(cfg.attention_bias);
+  REQUIRE_FALSE(cfg.sliding_window.has_value());
+  nlohmann::json j = io::read_json_file(model_dir("qwen2_bias") + "/config.json");
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 4;
+  j["max_window_layers"] = 2;
+  REQUIRE_THROWS_WITH(ModelConfig::from_json(j, "config.json"), Catch::Contains("use_sliding_window true") &&
+                                                                   Catch::Contains("max_window_layers 2"));
+  nlohmann::json mixed = io::read_json_file(model_dir("qwen2_bias") + "/config.json");
+  mixed["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
+  REQUIRE_THROWS_WITH(ModelConfig::from_json(mixed, "config.json"), Catch::Contains("layer_types[1]"));
 }

@@ -1,4 +1,6 @@
-// Invariants of the model that need no reference file: hook names, caching, padding.
+// Invariants of the model that need no reference file: hook names and order, caching, padding,
+// the cache after a failed forward, patches from a cache that is still recording.
+#include <mechlens/interventions/patch.hpp>
 #include <mechlens/models/init.hpp>
 #include <mechlens/models/model.hpp>
 
@@ -155,4 +157,142 @@ TEST_CASE("A forward can stop after a layer, running that layer's hooks and no l
   o.stop_after_layer = 1;
   REQUIRE_FALSE(m->forward(at::randint(0, 50, {1, 5}, at::kLong), o).defined());
   REQUIRE(seen == std::vector<std::string>{"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"});
+}
+
+TEST_CASE("stop_after_layer with a KV cache is refused before the cache changes") {
+  Model m = tiny_model();
+  KVCache cache = KVCache::for_model(m->config(), 1, 8, m->options());
+  ForwardOptions o;
+  o.cache = &cache;
+  o.stop_after_layer = 1;
+  REQUIRE_THROWS_WITH(m->forward(at::randint(0, 50, {1, 5}, at::kLong), o),
+                      Catch::Contains("stop_after_layer 1") && Catch::Contains("layers 2:3"));
+  REQUIRE(cache.length() == 0);
+  REQUIRE_FALSE(cache.valid_storage().any().item<bool>());
+  o.stop_after_layer = 2;  // the last layer: every layer is written, so it is allowed
+  REQUIRE_FALSE(m->forward(at::randint(0, 50, {1, 5}, at::kLong), o).defined());
+  REQUIRE(cache.length() == 5);
+}
+
+TEST_CASE("A forward that fails in a hook leaves the cache as it was, validity flags included") {
+  for (bool static_after : {false, true}) {
+    Model m = tiny_model();
+    at::Tensor ids = at::randint(0, 50, {1, 8}, at::kLong);
+    at::Tensor full = m->forward(ids);
+    KVCache cache = KVCache::for_model(m->config(), 1, 12, m->options());
+    m->forward(ids.narrow(1, 0, 4), test::with_cache(cache));
+    {
+      auto boom = m->add_hook("blocks.1.hook_resid_post", [](const at::Tensor&, const HookContext&) -> std::optional<at::Tensor> {
+        throw std::runtime_error("hook failed");
+      });
+      REQUIRE_THROWS_WITH(m->forward(at::randint(0, 50, {1, 3}, at::kLong), test::with_cache(cache)),
+                          Catch::Contains("hook failed"));
+    }
+    REQUIRE(cache.length() == 4);
+    // Slots 4..6 were announced, then abandoned: no longer valid (a static step reads validity
+    // over the whole capacity).
+    REQUIRE(cache.valid_storage().narrow(1, 4, 8).any().item<bool>() == false);
+    at::Tensor step;
+    if (static_after) {
+      ForwardOptions o;
+      o.cache = &cache;
+      o.slot = at::full({1}, 4, at::kLong);
+      o.positions = at::full({1, 1}, 4, at::kLong);
+      step = m->forward(ids.narrow(1, 4, 1), o);
+    } else {
+      step = m->forward(ids.narrow(1, 4, 1), test::with_cache(cache));
+    }
+    INFO("static step after the failure: " << static_after);
+    REQUIRE(test::max_rel_diff(step, full.narrow(1, 4, 1)) < 1e-5);
+  }
+}
+
+TEST_CASE("Attention hooks fire in one order, fused projections or not: q, k, v, rot_q, rot_k") {
+  for (bool fused : {false, true}) {
+    Model m = tiny_model();
+    if (fused) m->fuse_projections();
+    std::vector<std::string> seen;
+    auto h = m->add_hook("blocks.1.attn.*", [&](const at::Tensor&, const HookContext& ctx) {
+      seen.push_back(ctx.name.substr(std::string("blocks.1.attn.").size()));
+      return std::nullopt;
+    });
+    m->forward(at::randint(0, 50, {1, 5}, at::kLong));
+    INFO("fused " << fused);
+    REQUIRE(seen == std::vector<std::string>{"hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_pattern",
+                                             "hook_z"});
+  }
+}
+
+TEST_CASE("Cached activations are compact copies: a view of the fused q/k/v buffer does not pin it") {
+  Model m = tiny_model();
+  m->fuse_projections();
+  CacheOptions keep;
+  keep.names = {"blocks.*.attn.hook_v", "blocks.*.attn.hook_q", "blocks.*.attn.hook_rot_k"};
+  at::Tensor ids = at::randint(0, 50, {2, 6}, at::kLong);
+  auto [logits, cache] = m->run_with_cache(ids, keep);
+  // What the cache keeps alive is the storages it holds; each must be exactly its tensor.
+  int64_t alive = 0;
+  for (const auto& [name, t] : cache.tensors()) {
+    INFO(name);
+    REQUIRE(static_cast<int64_t>(t.storage().nbytes()) == t.numel() * static_cast<int64_t>(t.element_size()));
+    alive += static_cast<int64_t>(t.storage().nbytes());
+  }
+  REQUIRE(alive == cache.bytes());
+  REQUIRE(cache.bytes() == ActivationCache::estimate_bytes(m->hooks(), keep, 2, 6, 6, at::kFloat));
+}
+
+TEST_CASE("A patch from a cache that is still recording reads the source run, not the target's own activation") {
+  Model model = tiny_model();
+  at::Tensor source_ids = at::randint(0, 50, {1, 6}, at::kLong), target_ids = at::randint(0, 50, {1, 6}, at::kLong);
+  CacheOptions keep;
+  keep.names = {"blocks.1.hook_resid_post"};
+  // Reference: a detached cache of the source run.
+  auto [src_logits, detached] = model->run_with_cache(source_ids, keep);
+  at::Tensor expected;
+  {
+    auto scope = model->apply(patch("blocks.1.hook_resid_post", detached));
+    expected = model->forward(target_ids);
+  }
+  // The same patch from a cache still attached (it records the target run too).
+  ActivationCache recording = ActivationCache::attach(model->hooks(), keep);
+  model->forward(source_ids);
+  REQUIRE(recording.attached());
+  at::Tensor patched;
+  {
+    auto scope = model->apply(patch("blocks.1.hook_resid_post", recording));
+    patched = model->forward(target_ids);
+  }
+  REQUIRE(test::max_rel_diff(patched, expected) < 1e-6);
+  REQUIRE(test::max_rel_diff(patched, src_logits) < 1e-6);  // everything after layer 1 is the source's
+  recording.detach();
+}
+
+TEST_CASE("Offloading a CUDA activation cache to the CPU is complete when the host reads it") {
+  if (!test::device().is_cuda()) {
+    // Only a CUDA run can test it (MECHLENS_TEST_DEVICE=cuda, docs/gpu.md): say so, pass nothing.
+    WARN("skipped: needs MECHLENS_TEST_DEVICE=cuda");
+    return;
+  }
+  // A large activation (64 MiB per hook) and a host read straight after the forward: without a
+  // wait on the copy's stream the host sees a half-written pinned buffer.
+  ModelConfig c = tiny_config();
+  c.hidden_size = 1024;
+  c.head_dim = 256;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  Model m(c, at::TensorOptions().dtype(at::kFloat).device(test::device()));
+  init_weights(*m, 7, 0.2);
+  at::Tensor ids = at::randint(0, 50, {16, 1024}, at::kLong);
+  CacheOptions on_gpu, offload;
+  on_gpu.names = offload.names = {"blocks.*.hook_resid_post"};
+  offload.device = at::Device(at::kCPU);
+  auto [l1, reference] = m->run_with_cache(ids, on_gpu);
+  for (int trial = 0; trial < 3; ++trial) {
+    auto [l2, host] = m->run_with_cache(ids, offload);
+    for (const char* name : {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}) {
+      const at::Tensor& h = host.get(name);
+      REQUIRE(h.device().is_cpu());
+      REQUIRE(h.equal(reference.get(name).cpu()));
+    }
+  }
 }

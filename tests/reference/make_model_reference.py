@@ -33,9 +33,11 @@ import torch
 import transformers
 from transformers import AutoConfig, GenerationConfig, LlamaConfig, LlamaForCausalLM
 from transformers import MistralConfig, MistralForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
+from transformers.models.qwen2 import modeling_qwen2
 from safetensors.torch import save_file, load_file
 
 VOCAB = 256
@@ -145,12 +147,32 @@ SPECS = [
         "splice": False,
         "batch": False,
     },
+    {
+        # qwen2: q/k/v projections with a bias (o_proj without), full attention in every layer
+        # (use_sliding_window false, as Qwen2 / Qwen2.5 ship). mechlens refuses a qwen2 config
+        # with use_sliding_window true (per-layer windows from max_window_layers).
+        "name": "qwen2_bias",
+        "seed": 1004,
+        "family": "qwen2",
+        "config": dict(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+            max_position_embeddings=512, tie_word_embeddings=False, use_sliding_window=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+        "save_dtype": torch.float32,
+        "max_shard_size": None,
+        "classic_rope": False,
+        "interventions": False,
+        "splice": True,
+        "batch": False,
+    },
 ]
 
 
 def make_config(spec):
     kw = dict(spec["config"])
-    cls = LlamaConfig if spec["family"] == "llama" else MistralConfig
+    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[spec["family"]]
     try:
         return cls(**kw)
     except TypeError:
@@ -163,11 +185,11 @@ def make_config(spec):
 
 
 def model_class(spec):
-    return LlamaForCausalLM if spec["family"] == "llama" else MistralForCausalLM
+    return {"llama": LlamaForCausalLM, "mistral": MistralForCausalLM, "qwen2": Qwen2ForCausalLM}[spec["family"]]
 
 
 def modeling_module(spec):
-    return modeling_llama if spec["family"] == "llama" else modeling_mistral
+    return {"llama": modeling_llama, "mistral": modeling_mistral, "qwen2": modeling_qwen2}[spec["family"]]
 
 
 DEFAULT_INIT = {"embed": 1.0, "lm_head": 0.2, "linear": 0.1}
@@ -177,12 +199,14 @@ DEFAULT_INIT = {"embed": 1.0, "lm_head": 0.2, "linear": 0.1}
 def init_wide(model, init):
     """Weights wider than the default initialiser so logits are not flat.
 
-    RMSNorm weights 1 + 0.1 N(0,1); token embeddings N(0, embed^2); lm_head N(0, lm_head^2)
+    RMSNorm weights 1 + 0.1 N(0,1); projection biases N(0, 0.1^2); token embeddings N(0, embed^2); lm_head N(0, lm_head^2)
     (when not tied); every other linear weight N(0, linear^2).  Uses the global torch
     generator (seeded).
     """
     for name, p in model.named_parameters():
-        if p.dim() == 1:
+        if name.endswith(".bias"):  # qwen2's q/k/v biases
+            p.normal_(0.0, 0.1)
+        elif p.dim() == 1:
             p.copy_(1.0 + 0.1 * torch.randn_like(p))
         elif "embed_tokens" in name:
             p.normal_(0.0, init["embed"])
@@ -918,7 +942,8 @@ def do_model(spec, out_dir):
     cfg = model.config
     rp = getattr(cfg, "rope_parameters", None)
     log(f"  reloaded config.rope_parameters: {rp}")
-    check(getattr(cfg, "head_dim", None) == 16, f"reloaded head_dim is 16 (got {getattr(cfg, 'head_dim', None)})")
+    got_dh = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    check(got_dh == 16, f"reloaded head_dim is 16 (got {got_dh})")
     sd = model.state_dict()
     wdiff = max(float((sd[k].float() - v).abs().max()) for k, v in saved.items() if k in sd)
     check(wdiff == 0.0 and all(k in sd for k in saved),
@@ -957,7 +982,7 @@ def do_model(spec, out_dir):
     prompts = [rand_ids(gen, n) for n in PROMPT_LENGTHS]
     tensors = {"rope.inv_freq": torch.tensor(theirs, dtype=torch.float32)}
     stores = forward_references(spec, model, prompts, tensors)
-    if getattr(cfg, "sliding_window", None):
+    if getattr(cfg, "sliding_window", None) and spec["family"] == "mistral":
         sliding_window_check(model, stores[2], len(prompts[2]))
     rv = rv_numbers(model, stores[2])
     batch_rows = None

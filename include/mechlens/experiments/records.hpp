@@ -46,7 +46,13 @@ struct GenerationRecord {
   nlohmann::json extra = nlohmann::json::object();  ///< program-specific values (R_V readings, ...)
 
   std::string id() const { return record_id(condition, pair_id); }
+  /// The id splits at its first '|': a condition name never holds one (record_id refuses it), a
+  /// pair id may, so no two (condition, pair) give the same id.
   static std::string record_id(const std::string& condition, const std::string& pair_id) {
+    MECHLENS_CHECK(condition.find('|') == std::string::npos, ArgumentError,
+                   "condition name '{}' holds a '|', which separates the condition from the pair id in record ids; "
+                   "rename the condition",
+                   condition.substr(0, 200));
     return condition + "|" + pair_id;
   }
 };
@@ -186,9 +192,11 @@ class RecordLog {
   }
 
   bool contains(const std::string& id) const { return index_.count(id) != 0; }
-  const GenerationRecord* find(const std::string& id) const {
+  /// A copy of the record with this id (a copy: a later append may move the stored records).
+  std::optional<GenerationRecord> find(const std::string& id) const {
     auto it = index_.find(id);
-    return it == index_.end() ? nullptr : &records_[it->second];
+    if (it == index_.end()) return std::nullopt;
+    return records_[it->second];
   }
   const std::vector<GenerationRecord>& records() const { return records_; }
   /// Records found on disk when opened (0 for a fresh run).

@@ -5,6 +5,7 @@
 /// on CUDA) and dtype; its memory is estimated before the run, and a limit the user sets turns an
 /// out-of-memory crash into a clear error.
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -12,6 +13,8 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/core/Stream.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
@@ -52,6 +55,10 @@ class ActivationCache {
     HookFn fn = [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
       const HookPoint* point = store->points.at(ctx.name);
       at::Tensor kept = x.detach();
+      // A view of a larger buffer (hook_q/k/v slice the fused q/k/v projection) would keep the
+      // whole buffer alive: store a compact copy, so bytes() and estimate_bytes() are the truth.
+      if (kept.storage().nbytes() > static_cast<size_t>(kept.numel()) * kept.element_size())
+        kept = kept.clone(at::MemoryFormat::Contiguous);
       HookLayout layout = hook_layout(*point);
       if (!opts.positions.is_all()) {
         MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "activation cache: hook '{}' has no position dimension",
@@ -65,7 +72,11 @@ class ActivationCache {
         auto target = at::TensorOptions().dtype(dtype).device(device);
         if (device.is_cpu() && kept.is_cuda()) target = target.pinned_memory(true);
         at::Tensor out = at::empty(kept.sizes(), target);
-        out.copy_(kept, /*non_blocking=*/device.is_cpu() && kept.is_cuda());
+        const bool async = device.is_cpu() && kept.is_cuda();
+        out.copy_(kept, /*non_blocking=*/async);
+        // The copy is queued on the device's current stream: reading `out` on the host waits for
+        // that stream first (ActivationCache::synchronize, called by every accessor).
+        if (async) store->note_stream(c10::impl::VirtualGuardImpl(kept.device().type()).getStream(kept.device()));
         kept = out;
       } else if (!opts.positions.is_all()) {
         kept = kept.contiguous();
@@ -133,8 +144,10 @@ class ActivationCache {
   }
 
   bool contains(const std::string& name) const { return store_->tensors.count(name) > 0; }
-  /// The stored activation; a NotFoundError naming the nearest stored names otherwise.
+  /// The stored activation; a NotFoundError naming the nearest stored names otherwise. Waits
+  /// for pending device-to-host copies first (synchronize).
   const at::Tensor& get(const std::string& name) const {
+    synchronize();
     auto it = store_->tensors.find(name);
     if (it != store_->tensors.end()) return it->second;
     std::vector<std::string> have = names();
@@ -147,7 +160,29 @@ class ActivationCache {
     for (auto& [k, v] : store_->tensors) out.push_back(k);
     return out;
   }
-  const std::map<std::string, at::Tensor>& tensors() const { return store_->tensors; }
+  const std::map<std::string, at::Tensor>& tensors() const {
+    synchronize();
+    return store_->tensors;
+  }
+  /// Waits until every offloaded copy (CUDA -> pinned host memory, queued without blocking) has
+  /// landed, so the host can read the stored tensors. Cheap when nothing is pending.
+  void synchronize() const {
+    for (const c10::Stream& s : store_->pending_streams) s.synchronize();
+    store_->pending_streams.clear();
+  }
+  /// A cache of its own holding the tensors stored now: later recording into this one (it may
+  /// still be attached) does not change the snapshot. Patches take one.
+  ActivationCache snapshot() const {
+    synchronize();
+    ActivationCache copy;
+    copy.store_->tensors = store_->tensors;
+    copy.store_->live = store_->live;
+    copy.store_->points = store_->points;
+    copy.options_ = options_;
+    return copy;
+  }
+  /// Whether the cache is recording (attached to hook points).
+  bool attached() const { return handle_ && handle_->size() > 0; }
   /// [batch, kept positions] true where the stored activation of `name` came from a real token,
   /// false where from left padding; undefined when every token was real (or `name` has no
   /// position dimension).
@@ -161,9 +196,10 @@ class ActivationCache {
     for (auto& [k, v] : store_->tensors) total += v.numel() * static_cast<int64_t>(v.element_size());
     return total;
   }
-  /// Stops recording; the stored tensors stay.
+  /// Stops recording; the stored tensors stay (and are safe to read on the host).
   void detach() {
     if (handle_) handle_->reset();
+    synchronize();
   }
   void clear() {
     store_->tensors.clear();
@@ -175,6 +211,11 @@ class ActivationCache {
     std::map<std::string, at::Tensor> tensors;
     std::map<std::string, at::Tensor> live;
     std::map<std::string, const HookPoint*> points;
+    std::vector<c10::Stream> pending_streams;  ///< streams with device-to-host copies in flight
+    void note_stream(const c10::Stream& s) {
+      if (std::find(pending_streams.begin(), pending_streams.end(), s) == pending_streams.end())
+        pending_streams.push_back(s);
+    }
   };
   static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {
     if (options.names.empty()) return registry.select([](const std::string&) { return true; });

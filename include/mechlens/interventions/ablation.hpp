@@ -57,7 +57,7 @@ inline Intervention mean_ablate(const std::string& pattern, const ActivationCach
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, reference](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, reference = reference.snapshot()](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
           HookLayout layout = hook_layout(ctx.point);
           const at::Tensor& ref = reference.get(ctx.name);
           at::Tensor mean = ref.to(at::kFloat).mean(std::vector<int64_t>{layout.batch_dim, layout.pos_dim});
@@ -75,7 +75,7 @@ inline Intervention resample_ablate(const std::string& pattern, const Activation
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, other, seed](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, other = other.snapshot(), seed](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
           HookLayout layout = hook_layout(ctx.point);
           const at::Tensor& src = other.get(ctx.name);
           auto gen = compat::make_generator(seed);

@@ -122,8 +122,12 @@ inline at::Tensor patched(const at::Tensor& x, const at::Tensor& src_in, const H
 
 /// Replaces `pattern`'s activation (exact name or "blocks.*.<site>" with sel.layers) by the
 /// source's from `source` (which must hold every hook the pattern names).
-inline Intervention patch(const std::string& pattern, const ActivationCache& source, Selection sel = {},
+/// The patch reads a snapshot of `source` taken here: a cache that is still recording (attached
+/// to this model) would otherwise be overwritten by the target's own activation before the patch
+/// reads it, and the patch would silently become an identity.
+inline Intervention patch(const std::string& pattern, const ActivationCache& source_cache, Selection sel = {},
                           Align align = Align::Exact) {
+  const ActivationCache source = source_cache.snapshot();
   Intervention out;
   for (const auto& name : detail::expand_layers(pattern, sel.layers)) {
     out |= Intervention(

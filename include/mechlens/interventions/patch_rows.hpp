@@ -29,8 +29,10 @@ namespace mechlens {
 /// Replaces, at each hook of `names`, the target's activation by the source's (see the file
 /// comment). `source` must hold every name, shaped [batch or 1, pos_src, ...]; `n_source[r]` and
 /// `n_target[r]` are the real tokens of row r (left padding before them).
-inline Intervention patch_rows(const std::vector<std::string>& names, const ActivationCache& source,
+/// Like patch(), it reads a snapshot of `source_cache` taken here.
+inline Intervention patch_rows(const std::vector<std::string>& names, const ActivationCache& source_cache,
                               std::vector<int64_t> n_source, std::vector<int64_t> n_target, Align align = Align::Right) {
+  const ActivationCache source = source_cache.snapshot();
   MECHLENS_CHECK(align != Align::Exact || n_source == n_target, ArgumentError,
                  "patch_rows: source and target prompts differ in length; choose an alignment (left or right)");
   Intervention out;

@@ -60,16 +60,20 @@ class AttentionImpl : public torch::nn::Module {
     if (fused_step_applies(x, cache, slot))  // one decoding step on CUDA: rotary and the cache write in one kernel
       return o_proj_(step_from_qkv(kernels::linear(x, qkv_weight_), angles, mask, cache, slot));
     if (qkv_weight_.defined()) {
+      // Hooks fire in one order on every path: q, k, v, rot_q, rot_k (TransformerLens' order).
       at::Tensor qkv = kernels::linear(x, qkv_weight_, qkv_bias_);  // [b, p, (h + 2 kv) * d], one GEMM
-      v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
       if (!hook_q_->active() && !hook_k_->active()) {
         // q and k rotated together (their hooks are empty, so skipping them changes nothing).
+        v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
         at::Tensor qk = apply_rotary(qkv.narrow(-1, 0, nq + nk).view({b, p, n_heads_ + n_kv_heads_, d_head_}), angles);
         q = (*hook_rot_q_)(qk.narrow(2, 0, n_heads_));
         k = (*hook_rot_k_)(qk.narrow(2, n_heads_, n_kv_heads_));
       } else {
-        q = (*hook_rot_q_)(apply_rotary((*hook_q_)(qkv.narrow(-1, 0, nq).view({b, p, n_heads_, d_head_})), angles));
-        k = (*hook_rot_k_)(apply_rotary((*hook_k_)(qkv.narrow(-1, nq, nk).view({b, p, n_kv_heads_, d_head_})), angles));
+        q = (*hook_q_)(qkv.narrow(-1, 0, nq).view({b, p, n_heads_, d_head_}));
+        k = (*hook_k_)(qkv.narrow(-1, nq, nk).view({b, p, n_kv_heads_, d_head_}));
+        v = (*hook_v_)(qkv.narrow(-1, nq + nk, nk).view({b, p, n_kv_heads_, d_head_}));
+        q = (*hook_rot_q_)(apply_rotary(q, angles));
+        k = (*hook_rot_k_)(apply_rotary(k, angles));
       }
     } else {
       q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]

@@ -122,8 +122,17 @@ class KVCache {
     has_padding_ = has_padding_ || pending_padding_;
     pending_ = 0;
   }
-  /// Abandons an append (e.g. an exception in a hook): the cache keeps its previous length.
-  void rollback() { pending_ = 0; }
+  /// Abandons an append (e.g. an exception in a hook): the cache keeps its previous length, and
+  /// the announced slots are marked invalid again (a static-shape step masks by validity over
+  /// the whole capacity, so a stale flag would let it attend to a half-written slot).
+  void rollback() {
+    if (pending_ > 0) {
+      valid_.narrow(1, length_, pending_).fill_(false);
+      positions_.narrow(1, length_, pending_).fill_(0);
+    }
+    pending_ = 0;
+    pending_padding_ = false;
+  }
 
   /// Static-shape append of one token per row (CUDA-graph decoding): writes the slot's position
   /// and validity at `slot` ([1] int64 on the device, so a captured graph reads it at replay).

@@ -101,6 +101,16 @@ class ModelImpl : public torch::nn::Module {
                    "Model::forward: positions have shape {} but ids have shape {}", shape_str(positions.sizes()),
                    shape_str(ids.sizes()));
     if (opt.cache) check_cache(*opt.cache, b);
+    MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
+                   "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
+                   cfg_.n_layers());
+    // The cache's length is one number for every layer: a forward that leaves later layers
+    // unwritten would commit slots those layers never filled.
+    MECHLENS_CHECK(opt.stop_after_layer < 0 || opt.stop_after_layer == cfg_.n_layers() - 1 || !opt.cache,
+                   ArgumentError,
+                   "Model::forward: stop_after_layer {} with a KV cache would leave layers {}:{} of the cache "
+                   "unwritten; run without a cache (R_V needs none) or without stop_after_layer",
+                   opt.stop_after_layer, opt.stop_after_layer + 1, cfg_.n_layers());
 
     RunState& run = hooks_.run_state();
     run.step = opt.step;
@@ -136,9 +146,6 @@ class ModelImpl : public torch::nn::Module {
     const AttentionMask layer_mask = AttentionMask::from(mask);
 #endif
 
-    MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
-                   "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
-                   cfg_.n_layers());
     at::Tensor resid;
     try {
       resid = (*hook_embed_)(embed_tokens_(token_ids));

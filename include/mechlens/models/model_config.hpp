@@ -105,11 +105,35 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
   c.tie_word_embeddings = io::json_optional<bool>(j, "tie_word_embeddings", false, where);
   c.attention_bias = io::json_optional<bool>(j, "attention_bias", c.model_type == "qwen2", where);
   c.max_position_embeddings = io::json_optional<int64_t>(j, "max_position_embeddings", 4096, where);
-  if (c.model_type == "mistral" || c.model_type == "qwen2") {
-    // NOTE: qwen2 checkpoints carry sliding_window but only use it when use_sliding_window is true.
-    bool use = c.model_type == "mistral" || io::json_optional<bool>(j, "use_sliding_window", false, where);
+  if (c.model_type == "mistral") {
     auto w = io::json_optional<int64_t>(j, "sliding_window", 0, where);
-    if (use && w > 0) c.sliding_window = w;
+    if (w > 0) c.sliding_window = w;
+  }
+  if (c.model_type == "qwen2") {
+    // qwen2 windows only the layers from max_window_layers on, and only with use_sliding_window
+    // (transformers' layer_types); mechlens has one window for every layer, so it refuses that
+    // case rather than window the wrong layers. Qwen2 / Qwen2.5 ship with it off.
+    const bool use = io::json_optional<bool>(j, "use_sliding_window", false, where);
+    MECHLENS_CHECK(!use, ConfigError,
+                   "{}: qwen2 with use_sliding_window true (sliding_window {}, max_window_layers {}) windows only "
+                   "some layers, which mechlens does not support; set use_sliding_window to false to run it with "
+                   "full attention in every layer, as transformers does then",
+                   where, io::json_optional<int64_t>(j, "sliding_window", 0, where),
+                   io::json_optional<int64_t>(j, "max_window_layers", 0, where));
+  }
+  // transformers 5 writes layer_types ("full_attention" / "sliding_attention" per layer): mechlens
+  // runs every layer alike, so the list must agree with the one window it knows.
+  if (j.contains("layer_types") && j["layer_types"].is_array()) {
+    const auto& types = j["layer_types"];
+    for (size_t i = 0; i < types.size(); ++i) {
+      MECHLENS_CHECK(types[i].is_string(), ConfigError, "{}: layer_types[{}] is not a string", where, i);
+      const std::string t = types[i].get<std::string>();
+      const std::string want = c.sliding_window ? "sliding_attention" : "full_attention";
+      MECHLENS_CHECK(t == want, ConfigError,
+                     "{}: layer_types[{}] is '{}' but mechlens runs every layer as '{}' (sliding_window {}); models "
+                     "that mix full and sliding attention layers are not supported",
+                     where, i, t.substr(0, 40), want, c.sliding_window ? std::to_string(*c.sliding_window) : "none");
+    }
   }
   c.eos_token_ids = detail::read_token_ids(j, "eos_token_id");
   auto bos = detail::read_token_ids(j, "bos_token_id");

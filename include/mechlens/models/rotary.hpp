@@ -57,7 +57,9 @@ inline RotaryAngles rotary_angles(const at::Tensor& inv_freq, const at::Tensor& 
 /// x [batch, pos, heads, d_head].
 inline at::Tensor apply_rotary(const at::Tensor& x, const RotaryAngles& angles) {
   const int64_t half = x.size(-1) / 2;
-  return at::addcmul(x * angles.cos, x.roll(half, -1), angles.sin_signed);
+  // Two products, each rounded to x's dtype, then their sum: transformers' q*cos + rotate_half(q)*sin
+  // (an addcmul would round once, which differs in bfloat16 / float16).
+  return x * angles.cos + x.roll(half, -1) * angles.sin_signed;
 }
 
 }  // namespace mechlens
