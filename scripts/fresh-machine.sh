@@ -73,6 +73,20 @@ bind /sys -t sysfs sys
 bind /dev --bind /dev
 bind /dev/pts --bind /dev/pts
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# The network's own trust anchors: where https goes through a TLS-inspecting proxy (as here), every
+# machine on that network carries its certificate authority; a bare system from debootstrap does
+# not. Certificates added locally (/usr/local/share/ca-certificates, and regular .pem files in
+# /etc/ssl/certs that no package installed) go to the same place inside, where the
+# ca-certificates package (installed by `install-deps.sh --tests`) adds them to the system store.
+# Nothing of the project is installed this way.
+mkdir -p "$root/usr/local/share/ca-certificates"
+anchors=0
+for f in /usr/local/share/ca-certificates/*.crt /etc/ssl/certs/*.pem; do
+  [ -f "$f" ] && [ ! -L "$f" ] || continue
+  case $f in /etc/ssl/certs/*) dpkg -S "$f" >/dev/null 2>&1 && continue ;; esac
+  base=$(basename "$f"); cp "$f" "$root/usr/local/share/ca-certificates/${base%.*}.crt"; anchors=$((anchors + 1))
+done
+echo "fresh-machine: $anchors local trust anchor(s) of this network copied in" >&2
 
 # The clone happens from the outside (the bare system has no git; the README's commands don't need it).
 git clone -q --no-local "$repo" "$root/root/mechlens"

@@ -106,8 +106,8 @@ class Study {
   std::vector<double> scores(const std::string& name) const {
     std::vector<double> out;
     for (const auto& p : pairs_) {
-      const auto* r = log_.find(GenerationRecord::record_id(name, p.id));
-      MECHLENS_CHECK(r != nullptr, NotFoundError, "no record of condition '{}' for pair '{}'", name, p.id);
+      const auto r = log_.find(GenerationRecord::record_id(name, p.id));
+      MECHLENS_CHECK(r.has_value(), NotFoundError, "no record of condition '{}' for pair '{}'", name, p.id);
       out.push_back(r->score);
     }
     return out;
