@@ -164,13 +164,21 @@ class AttentionImpl : public torch::nn::Module {
     // Explicit path: query heads are grouped over their KV head by a view, not a copy.
     const int64_t b = q.size(0), p = q.size(2), kp = keys.size(2), g = n_heads_ / n_kv_heads_;
     at::Tensor qg = q.reshape({b, n_kv_heads_, g, p, d_head_});
-    at::Tensor scores = at::matmul(qg, keys.unsqueeze(2).transpose(-1, -2)) * scale;  // [b, kv, g, p, k]
+    const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+    // In half precision both products are summed in float32 and rounded once, as a
+    // float-accumulating GEMM (cuBLAS, LibTorch 2.x on the CPU, hence transformers) rounds;
+    // LibTorch 1.13's CPU half-precision batched matmul does not (a third of hook_z's entries
+    // came out one bfloat16 unit off). The scale is applied after that rounding, as transformers does.
+    auto product = [half](const at::Tensor& a, const at::Tensor& b) {
+      return half ? at::matmul(a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type()) : at::matmul(a, b);
+    };
+    at::Tensor scores = product(qg, keys.unsqueeze(2).transpose(-1, -2)) * scale;  // [b, kv, g, p, k]
     scores = scores.view({b, n_heads_, p, kp});
     at::Tensor allowed = mask.defined() ? mask.allowed : causal_mask(p, kp, q.device());
     scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
     at::Tensor pattern = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     pattern = (*hook_pattern_)(pattern);  // [b, h, p, k]
-    at::Tensor z = at::matmul(pattern.reshape({b, n_kv_heads_, g, p, kp}), values.unsqueeze(2));  // [b, kv, g, p, d]
+    at::Tensor z = product(pattern.reshape({b, n_kv_heads_, g, p, kp}), values.unsqueeze(2));  // [b, kv, g, p, d]
     return z.view({b, n_heads_, p, d_head_});
   }
 

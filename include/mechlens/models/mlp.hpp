@@ -27,9 +27,17 @@ class MlpImpl : public torch::nn::Module {
       if (kernels::silu_mul_matvec_applies(gu, down_proj_->weight)) return kernels::silu_mul_matvec(gu, down_proj_->weight);
       if (kernels::fused_available(gu)) return down_proj_(kernels::silu_mul(gu));
       const int64_t f = gu.size(-1) / 2;
-      return down_proj_(at::silu(gu.narrow(-1, 0, f)) * gu.narrow(-1, f, f));
+      return down_proj_(silu(gu.narrow(-1, 0, f)) * gu.narrow(-1, f, f));
     }
-    return down_proj_(at::silu(gate_proj_(x)) * up_proj_(x));
+    return down_proj_(silu(gate_proj_(x)) * up_proj_(x));
+  }
+
+  /// SiLU rounded once from its float32 value, as LibTorch 2.x (hence transformers) computes it
+  /// in bfloat16 / float16; LibTorch 1.13's CPU half-precision silu is off by a unit in about a
+  /// quarter of the entries.
+  static at::Tensor silu(const at::Tensor& x) {
+    if (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) return at::silu(x);
+    return at::silu(x.to(at::kFloat)).to(x.scalar_type());
   }
 
   /// The fused gate/up weight [2 * d_mlp, d_model] (undefined before fuse_projections) and
