@@ -5,13 +5,15 @@
 // 1e-4 of the reference tensor's scale, i.e. max|ours - ref| <= 1e-4 * max|ref|.
 //
 // bfloat16 (reference_bf16.safetensors, make_bf16_reference.py: transformers run in bfloat16 on
-// the CPU): rotary is compared bit for bit on transformers' own inputs; whole forwards agree
-// within kBf16Tol of each tensor's scale. mechlens rounds where transformers rounds, so on the
-// CPU most hooks come out bit-identical; what remains is the summation order of the matrix
-// products (about 1.3e-2 of the scale at worst here, a few bfloat16 units, bfloat16 having 8
-// significant bits). For scale: transformers' own bfloat16 logits are 0.6-3 % of the scale away
-// from its float32 ones on these models.
+// the CPU, eager attention): rotary is compared bit for bit on transformers' own inputs; whole
+// forwards agree within kBf16Tol of each tensor's scale with hooks on (mechlens' explicit
+// attention, which rounds where transformers' eager attention rounds), kBf16FusedTol without
+// (LibTorch 2.x's fused attention never rounds the pattern to bfloat16). Measured (12 prompts, 4
+// models): hooked logits bit-identical on the CPU with LibTorch 2.11, at most 1.0e-2 on an H200
+// (cuBLAS sums in another order); fused at most 2.6e-2 on the CPU, 3.2e-2 on the H200. For
+// scale: transformers' own bfloat16 logits are 0.6-3.4 % of the scale away from its float32 ones.
 #include <fstream>
+#include <iostream>
 
 #include <mechlens/io/json.hpp>
 #include <mechlens/io/safetensors.hpp>
@@ -24,6 +26,7 @@ using namespace mechlens;
 namespace {
 constexpr double kTol = 1e-4;
 constexpr double kBf16Tol = 2e-2;
+constexpr double kBf16FusedTol = 4e-2;
 const char* kModels[] = {"llama_gqa_llama3", "llama_tied", "mistral_swa", "qwen2_bias"};
 
 std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
@@ -149,8 +152,13 @@ TEST_CASE("In bfloat16 every hook point and the logits match transformers run in
         REQUIRE(cache.get(hook).sizes() == ref.at(p + hook).sizes());
         REQUIRE(test::max_rel_diff(cache.get(hook), ref.at(p + hook)) <= kBf16Tol);
       }
-      at::Tensor plain = model->forward(ids);  // the fused attention path where LibTorch has one
-      REQUIRE(test::max_rel_diff(plain, ref.at(p + "logits")) <= kBf16Tol);
+      // Without hooks LibTorch 2.x takes the fused attention (scaled_dot_product_attention), which
+      // never rounds the pattern to bfloat16 as the eager reference does: a looser bound.
+      at::Tensor plain = model->forward(ids);
+      const double fused = test::max_rel_diff(plain, ref.at(p + "logits"));
+      std::cout << "bf16 parity " << name << " p" << i << " on " << test::device() << ": hooked " << d << ", plain "
+                << fused << " (transformers bf16 vs fp32 " << bf16_vs_fp32 << ")\n";
+      REQUIRE(fused <= kBf16FusedTol);
     }
   }
 }
