@@ -14,7 +14,23 @@ set(MECHLENS_EXTRA_INCLUDE "" CACHE PATH "Folder of header-only dependencies sea
 option(MECHLENS_FMT_HEADER_ONLY "Use fmt header-only (FMT_HEADER_ONLY)" OFF)
 set(MECHLENS_PCRE2_LIBRARY "" CACHE FILEPATH "Full path of libpcre2-8 when it has no development package")
 
-find_package(Torch REQUIRED)
+# In the installed package config (mechlensConfig.cmake sets MECHLENS_PACKAGE_CONFIG) a missing
+# dependency makes find_package(mechlens) report "not found" with the reason (find_dependency);
+# in the build tree it is an error at once.
+include(CMakeFindDependencyMacro)
+macro(_mechlens_require package)
+  if(MECHLENS_PACKAGE_CONFIG)
+    find_dependency(${package} ${ARGN})
+  else()
+    find_package(${package} ${ARGN} REQUIRED)
+  endif()
+endmacro()
+
+# Imported targets that exist before mechlens looks for its dependencies belong to the project
+# that includes it: they are left as they are.
+get_property(_mechlens_imported_before DIRECTORY PROPERTY IMPORTED_TARGETS)
+
+_mechlens_require(Torch)
 
 
 if(NOT TARGET mechlens::deps)
@@ -43,7 +59,7 @@ if(NOT TARGET mechlens::deps)
   if(MECHLENS_FMT_HEADER_ONLY)
     target_compile_definitions(mechlens::deps INTERFACE FMT_HEADER_ONLY=1)
   else()
-    find_package(fmt REQUIRED)
+    _mechlens_require(fmt)
     target_link_libraries(mechlens::deps INTERFACE fmt::fmt)
   endif()
 
@@ -56,7 +72,7 @@ if(NOT TARGET mechlens::deps)
   endif()
 
   if(NOT MECHLENS_EXTRA_INCLUDE)
-    find_package(xtensor REQUIRED)
+    _mechlens_require(xtensor)
     target_link_libraries(mechlens::deps INTERFACE xtensor)
   endif()
 
@@ -72,9 +88,13 @@ if(NOT TARGET mechlens::deps)
   target_link_libraries(mechlens::deps INTERFACE ${_mechlens_pcre2})
   target_compile_definitions(mechlens::deps INTERFACE PCRE2_CODE_UNIT_WIDTH=8)
 
-  # Imported targets are visible only in the directory that found them; a project that vendors
-  # mechlens with add_subdirectory links them from its own directory, so make them all global.
+  # Imported targets are visible only in the directory that found them, but mechlens::deps (global)
+  # names them wherever it is linked: the targets mechlens' own find_package calls made become
+  # global; the including project's own imported targets are not touched.
   get_property(_mechlens_imported DIRECTORY PROPERTY IMPORTED_TARGETS)
+  if(_mechlens_imported_before)
+    list(REMOVE_ITEM _mechlens_imported ${_mechlens_imported_before})
+  endif()
   foreach(target ${_mechlens_imported})
     get_target_property(_global ${target} IMPORTED_GLOBAL)
     if(NOT _global)

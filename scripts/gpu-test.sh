@@ -28,7 +28,7 @@ if [[ " $phases " == *" cpu "* ]]; then
 fi
 if [[ " $phases " == *" cuda "* ]]; then
   (cd "$build" && MECHLENS_TEST_DEVICE=cuda ctest --output-on-failure --timeout 900 -j 2 \
-     -R '^(models|generation|interventions|experiments|cli)$') > "$log/ctest-cuda.log" 2>&1 || status=1
+     -R '^(models|models_cuda|generation|interventions|experiments|cli)$') > "$log/ctest-cuda.log" 2>&1 || status=1
   tail -n 6 "$log/ctest-cuda.log"
 fi
 exit $status

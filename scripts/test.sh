@@ -7,4 +7,6 @@ bash scripts/install-deps.sh --tests
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build
 cd build
-ctest --output-on-failure --timeout 1500
+# Two tests at a time (the suite already runs -j 8 on the GPU machine): the long ones
+# (headers_compile_alone, experiments, cli, consumers) overlap instead of queueing.
+ctest --output-on-failure -j 2 --timeout 1500

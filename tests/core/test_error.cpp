@@ -13,3 +13,11 @@ TEST_CASE("Torch version pairs compare as pairs, not field by field") {
   STATIC_REQUIRE(MECHLENS_TORCH_VERSION_PAIR(2, 11) > MECHLENS_TORCH_VERSION_PAIR(2, 8));
   STATIC_REQUIRE(MECHLENS_TORCH_AT_LEAST(1, 13));
 }
+
+TEST_CASE("mechlens::raise and MECHLENS_THROW are public: programs throw the library's errors") {
+  REQUIRE_THROWS_AS(mechlens::raise<mechlens::ArgumentError>("layer {} of {}", 40, 32), mechlens::ArgumentError);
+  REQUIRE_THROWS_WITH(mechlens::raise<mechlens::ArgumentError>("layer {} of {}", 40, 32), "layer 40 of 32");
+  auto always = [] { MECHLENS_THROW(mechlens::IoError, "cannot read '{}'", "x.bin"); };
+  REQUIRE_THROWS_AS(always(), mechlens::IoError);
+  REQUIRE_THROWS_WITH(always(), "cannot read 'x.bin'");
+}

@@ -12,7 +12,8 @@
 // bfloat16 and 2e-3 in float16 (about two units in the last place). The model: the parity rule of
 // test_hf_parity.cpp (1e-4 of the reference's scale).
 //
-// On a machine without CUDA the kernels are reported unavailable and only that is checked.
+// The tests tagged [cuda] exist as the ctest `models_cuda`, registered only in CUDA builds; a CPU
+// build does not report them as passed. On the CPU only "unavailable" is checked.
 #include <cmath>
 #include <limits>
 
@@ -29,6 +30,11 @@ using namespace mechlens;
 namespace {
 
 bool cuda_run() { return test::device().is_cuda(); }
+/// [cuda] tests run only as the `models_cuda` ctest of a CUDA build (MECHLENS_TEST_DEVICE=cuda);
+/// run any other way they fail, rather than pass without having tested anything.
+void require_cuda() {
+  if (!cuda_run()) FAIL("a [cuda] test: run it with MECHLENS_TEST_DEVICE=cuda (ctest -R models_cuda in a CUDA build)");
+}
 
 at::Tensor hf_rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   at::Tensor x32 = x.to(at::kFloat);
@@ -70,8 +76,8 @@ TEST_CASE("Fused kernels are reported unavailable where they cannot run") {
   }
 }
 
-TEST_CASE("Fused RMSNorm and add + RMSNorm match the float32 computation transformers does") {
-  if (!cuda_run()) return;
+TEST_CASE("Fused RMSNorm and add + RMSNorm match the float32 computation transformers does", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   at::manual_seed(3);
   for (auto dtype : kDtypes) {
@@ -93,8 +99,8 @@ TEST_CASE("Fused RMSNorm and add + RMSNorm match the float32 computation transfo
   }
 }
 
-TEST_CASE("Fused silu(gate) * up is bit-identical to ATen's two kernels") {
-  if (!cuda_run()) return;
+TEST_CASE("Fused silu(gate) * up is bit-identical to ATen's two kernels", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   at::manual_seed(4);
   for (auto dtype : kDtypes) {
@@ -105,8 +111,8 @@ TEST_CASE("Fused silu(gate) * up is bit-identical to ATen's two kernels") {
   }
 }
 
-TEST_CASE("Fused rotary + KV write equals rotate-half rotary and writes only the given slot") {
-  if (!cuda_run()) return;
+TEST_CASE("Fused rotary + KV write equals rotate-half rotary and writes only the given slot", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   at::manual_seed(5);
   RopeConfig rope{"llama3", 500000.0, 8.0, 1.0, 4.0, 8192};
@@ -134,8 +140,8 @@ TEST_CASE("Fused rotary + KV write equals rotate-half rotary and writes only the
   }
 }
 
-TEST_CASE("With the fused kernels on, the model still matches transformers and decodes the same tokens") {
-  if (!cuda_run()) return;
+TEST_CASE("With the fused kernels on, the model still matches transformers and decodes the same tokens", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;  // the kernels run only without autograd
   for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa"}) {
     const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;
@@ -154,8 +160,8 @@ namespace {
 double tolerance(at::ScalarType t) { return t == at::kFloat ? 1e-5 : t == at::kBFloat16 ? 1e-2 : 2e-3; }
 }  // namespace
 
-TEST_CASE("The matrix-vector kernel matches at::linear for one row") {
-  if (!cuda_run()) return;
+TEST_CASE("The matrix-vector kernel matches at::linear for one row", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   at::manual_seed(6);
   for (auto dtype : kDtypes) {
@@ -176,8 +182,8 @@ TEST_CASE("The matrix-vector kernel matches at::linear for one row") {
   }
 }
 
-TEST_CASE("The matrix-vector kernels with RMSNorm, SwiGLU and the residual add inside match ATen's ops") {
-  if (!cuda_run()) return;
+TEST_CASE("The matrix-vector kernels with RMSNorm, SwiGLU and the residual add inside match ATen's ops", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   at::manual_seed(7);
   const double eps = 1e-5;
@@ -220,8 +226,8 @@ TEST_CASE("The matrix-vector kernels with RMSNorm, SwiGLU and the residual add i
   REQUIRE(test::max_rel_diff(kernels::silu_mul_matvec(gate_up, down), at::linear(act, down)) <= tolerance(at::kFloat));
 }
 
-TEST_CASE("Greedy decoding gives the same tokens with the fused kernels on and off") {
-  if (!cuda_run()) return;
+TEST_CASE("Greedy decoding gives the same tokens with the fused kernels on and off", "[cuda]") {
+  require_cuda();
   at::NoGradGuard no_grad;
   for (const char* name : {"llama_gqa_llama3", "mistral_swa"}) {
     const std::string dir = std::string(MECHLENS_TEST_DATA) + "/models/" + name;

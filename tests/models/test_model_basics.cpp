@@ -267,12 +267,9 @@ TEST_CASE("A patch from a cache that is still recording reads the source run, no
   recording.detach();
 }
 
-TEST_CASE("Offloading a CUDA activation cache to the CPU is complete when the host reads it") {
-  if (!test::device().is_cuda()) {
-    // Only a CUDA run can test it (MECHLENS_TEST_DEVICE=cuda, docs/gpu.md): say so, pass nothing.
-    WARN("skipped: needs MECHLENS_TEST_DEVICE=cuda");
-    return;
-  }
+TEST_CASE("Offloading a CUDA activation cache to the CPU is complete when the host reads it", "[cuda]") {
+  if (!test::device().is_cuda())
+    FAIL("a [cuda] test: run it with MECHLENS_TEST_DEVICE=cuda (ctest -R models_cuda in a CUDA build)");
   // A large activation (64 MiB per hook) and a host read straight after the forward: without a
   // wait on the copy's stream the host sees a half-written pinned buffer.
   ModelConfig c = tiny_config();

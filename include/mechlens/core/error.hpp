@@ -53,18 +53,24 @@ class IoError : public Error {
   using Error::Error;
 };
 
-namespace detail {
+/// Throws E with a fmt-formatted message: `mechlens::raise<ArgumentError>("layer {} of {}", l, n)`.
+/// For code outside the library (experiment programs, user tools) as much as inside it.
 template <class E, class... Args>
 [[noreturn]] void raise(fmt::format_string<Args...> f, Args&&... args) {
   throw E(fmt::format(f, std::forward<Args>(args)...));
 }
+
+namespace detail {
+using ::mechlens::raise;  // the name the library's own code has always used
 }  // namespace detail
 
 }  // namespace mechlens
 
 /// MECHLENS_CHECK(cond, ErrorType, "format {}", args...) throws ErrorType with the formatted
-/// message when cond is false.
+/// message when cond is false; MECHLENS_THROW(ErrorType, "format {}", args...) throws it always.
 #define MECHLENS_CHECK(cond, ErrorType, ...)                 \
   do {                                                       \
     if (!(cond)) ::mechlens::detail::raise<ErrorType>(__VA_ARGS__); \
   } while (false)
+
+#define MECHLENS_THROW(ErrorType, ...) ::mechlens::raise<ErrorType>(__VA_ARGS__)

@@ -10,8 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <ATen/ATen.h>
-
 #include "mechlens/core/error.hpp"
 
 namespace mechlens {
@@ -67,7 +65,8 @@ class Positions {
 
   Kind kind() const { return kind_; }
   bool is_all() const { return kind_ == Kind::All; }
-  /// The selected indices for a sequence of `n` positions, ascending; `where` names the hook for
+  /// The selected indices for a sequence of `n` positions (ascending; a list keeps its order and
+  /// repeats); `where` names the hook for
   /// the error when a selection does not fit.
   std::vector<int64_t> resolve(int64_t n, const std::string& where) const {
     std::vector<int64_t> out;
