@@ -270,26 +270,36 @@ TEST_CASE("A patch from a cache that is still recording reads the source run, no
 TEST_CASE("Offloading a CUDA activation cache to the CPU is complete when the host reads it", "[cuda]") {
   if (!test::device().is_cuda())
     FAIL("a [cuda] test: run it with MECHLENS_TEST_DEVICE=cuda (ctest -R models_cuda in a CUDA build)");
-  // A large activation (64 MiB per hook) and a host read straight after the forward: without a
-  // wait on the copy's stream the host sees a half-written pinned buffer.
+  // Large activations (256 MiB per hook), new prompts each trial (a reused pinned buffer still
+  // holds the previous trial's values), the GPU kept busy before the forward so its copies are
+  // still queued when run_with_cache returns, and the host reading the last batch row (written
+  // last) before anything else touches the device (a blocking copy would wait for the stream and
+  // hide a missing wait). Without the cache's wait the host reads a stale or half-written buffer.
   ModelConfig c = tiny_config();
   c.hidden_size = 1024;
   c.head_dim = 256;
   c.intermediate_size = 64;
   c.num_hidden_layers = 2;
-  Model m(c, at::TensorOptions().dtype(at::kFloat).device(test::device()));
+  const auto on_device = at::TensorOptions().dtype(at::kFloat).device(test::device());
+  Model m(c, on_device);
   init_weights(*m, 7, 0.2);
-  at::Tensor ids = at::randint(0, 50, {16, 1024}, at::kLong);
+  const int64_t batch = 64;
   CacheOptions on_gpu, offload;
   on_gpu.names = offload.names = {"blocks.*.hook_resid_post"};
   offload.device = at::Device(at::kCPU);
-  auto [l1, reference] = m->run_with_cache(ids, on_gpu);
+  const std::vector<std::string> names{"blocks.1.hook_resid_post", "blocks.0.hook_resid_post"};
+  at::Tensor busy = at::randn({8192, 8192}, on_device), sink = at::empty({8192, 8192}, on_device);
   for (int trial = 0; trial < 3; ++trial) {
+    at::Tensor ids = at::randint(0, 50, {batch, 1024}, at::kLong);
+    auto [l1, reference] = m->run_with_cache(ids, on_gpu);
+    for (int k = 0; k < 40; ++k) at::mm_out(sink, busy, busy);  // tens of milliseconds of queued work
     auto [l2, host] = m->run_with_cache(ids, offload);
-    for (const char* name : {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}) {
-      const at::Tensor& h = host.get(name);
-      REQUIRE(h.device().is_cpu());
-      REQUIRE(h.equal(reference.get(name).cpu()));
+    std::vector<at::Tensor> read;
+    for (const auto& name : names) read.push_back(host.get(name).select(0, batch - 1).clone());
+    for (size_t k = 0; k < names.size(); ++k) {
+      INFO(names[k] << " trial " << trial);
+      REQUIRE(host.get(names[k]).device().is_cpu());
+      REQUIRE(read[k].equal(reference.get(names[k]).select(0, batch - 1).cpu()));
     }
   }
 }
