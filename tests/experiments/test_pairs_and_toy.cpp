@@ -49,6 +49,14 @@ TEST_CASE("Prompt pair files are checked line by line", "[experiments][pairs]") 
   CHECK_THROWS_WITH(ex::load_prompt_pairs(dir + "/b.jsonl"), Catch::Contains("b.jsonl:1") && Catch::Contains("baseline"));
   std::ofstream(dir + "/c.jsonl") << "{\"id\": \"1\", \"recursive_ids\": [1, 2]}\n";
   CHECK_THROWS_WITH(ex::load_prompt_pairs(dir + "/c.jsonl"), Catch::Contains("both"));
+  // Nested 10^6 deep (a stack overflow before the depth limit) and a number beyond double range.
+  std::ofstream(dir + "/d.jsonl") << "{\"id\": \"1\", \"recursive\": " << std::string(1000000, '[')
+                                  << std::string(1000000, ']') << ", \"baseline\": \"y\"}\n";
+  CHECK_THROWS_WITH(ex::load_prompt_pairs(dir + "/d.jsonl"),
+                    Catch::Contains("d.jsonl:1") && Catch::Contains("nested deeper than 256"));
+  std::ofstream(dir + "/e.jsonl") << "{\"id\": \"1\", \"recursive_ids\": [1e400], \"baseline_ids\": [1]}\n";
+  CHECK_THROWS_WITH(ex::load_prompt_pairs(dir + "/e.jsonl"),
+                    Catch::Contains("e.jsonl:1") && Catch::Contains("not valid JSON"));
 }
 
 TEST_CASE("The embedded model's tokenizer.json is the recipe's and round-trips the corpus", "[experiments][toy]") {

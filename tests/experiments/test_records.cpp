@@ -64,6 +64,19 @@ TEST_CASE("A record log appends whole lines and reads them back on resume", "[ex
   CHECK(log.find("baseline|p1")->ids == std::vector<int64_t>{1, 2, 3});
 }
 
+TEST_CASE("A resumed record nested a million levels deep is a clear error naming the line", "[experiments][records]") {
+  const std::string dir = test::temp_dir("deep_record");
+  const std::string path = dir + "/generations.jsonl";
+  {
+    auto log = ex::RecordLog::open(path, false);
+    log.append(record("baseline", "p1", 1.5));
+  }
+  std::ofstream(path, std::ios::app) << "{\"condition\": \"baseline\", \"pair_id\": \"p2\", \"extra\": "
+                                     << std::string(200000, '[') << std::string(200000, ']') << "}\n";
+  CHECK_THROWS_WITH(ex::RecordLog::open(path, true),
+                    Catch::Contains("generations.jsonl:2") && Catch::Contains("nested deeper than 256"));
+}
+
 TEST_CASE("Record ids cannot collide, and a found record survives later appends", "[experiments][records]") {
   // "a|b" + "c" and "a" + "b|c" would both be "a|b|c": a condition name may not hold '|'.
   CHECK_THROWS_WITH(ex::GenerationRecord::record_id("a|b", "c"), Catch::Contains("condition name 'a|b'"));

@@ -566,3 +566,25 @@ TEST_CASE("Keys with non-ASCII characters and dots round-trip as UTF-8") {
                  [&] { io::save_safetensors(tmp.file("bad.safetensors"), {{std::string("\xFF\xFE"), at::ones({1})}}); }),
              Contains("cannot encode the header"));
 }
+
+TEST_CASE("A header nested a million levels deep, or with a number beyond double range, is a clear error") {
+  TempDir tmp;
+  // Before the depth limit this overflowed the stack (SIGSEGV) while walking or printing it.
+  const std::string deep = R"({"a":{"dtype":"F32","shape":)" + std::string(1000000, '[') + std::string(1000000, ']') +
+                           R"(,"data_offsets":[0,0]}})";
+  const auto path = write_fixture(tmp, deep, "");
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsFile f(path); }),
+             Contains("nested deeper than 256 levels") && Contains(path));
+  const auto huge = write_fixture(tmp, R"({"a":{"dtype":"F32","shape":[1e400],"data_offsets":[0,4]}})", "abcd",
+                                  "huge.safetensors");
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsFile f(huge); }),
+             Contains("not valid JSON") && Contains(huge));
+}
+
+TEST_CASE("The JSON depth check ignores brackets inside strings and allows the limit itself") {
+  const std::string at_limit = std::string(256, '[') + std::string(256, ']');
+  CHECK_NOTHROW(mechlens::io::parse_json(at_limit, "x"));
+  CHECK_THROWS_AS(mechlens::io::parse_json("[" + at_limit + "]", "x"), mechlens::FormatError);
+  const std::string in_string = "{\"k\": \"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"}";
+  CHECK(mechlens::io::parse_json(in_string, "x").at("k").get<std::string>().size() == 2001);
+}

@@ -73,3 +73,14 @@ TEST_CASE("Loading refuses a checkpoint with a missing tensor or a wrong shape, 
   REQUIRE(loaded->config().d_model() == 8);
   mechlens::detail::remove_tree(dir.string());
 }
+
+TEST_CASE("A config.json nested a million levels deep, or with a number beyond double range, names the file") {
+  fs::path dir = temp_dir("deep_config");
+  write(dir / "config.json", R"({"model_type": "llama", "rope_parameters": {"rope_theta": )" + std::string(1000000, '[') +
+                                 std::string(1000000, ']') + "}}");
+  CHECK_THROWS_WITH(ModelConfig::from_file(dir.string()),
+                    Catch::Contains("config.json") && Catch::Contains("nested deeper than 256"));
+  write(dir / "config.json", R"({"model_type": "llama", "rope_theta": 1e400})");
+  CHECK_THROWS_WITH(ModelConfig::from_file(dir.string()),
+                    Catch::Contains("config.json") && Catch::Contains("not valid JSON"));
+}

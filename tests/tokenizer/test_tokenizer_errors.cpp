@@ -67,6 +67,14 @@ TEST_CASE("Files that are missing or not JSON give IoError or FormatError naming
              Contains("bad.json") && Contains("not valid JSON"));
   const auto not_object = write_temp("array.json", "[1, 2, 3]");
   CHECK_THAT(thrown<mechlens::FormatError>([&] { Tokenizer::from_file(not_object); }), Contains("JSON object"));
+  // A Sequence normalizer nested 10^5 deep overflowed the stack before the depth limit.
+  std::string deep = "{\"normalizer\": ";
+  for (int i = 0; i < 100000; ++i) deep += "{\"type\": \"Sequence\", \"normalizers\": [";
+  for (int i = 0; i < 100000; ++i) deep += "]}";
+  deep += ", \"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}}";
+  const auto nested = write_temp("nested.json", deep);
+  CHECK_THAT(thrown<mechlens::FormatError>([&] { Tokenizer::from_file(nested); }),
+             Contains("nested.json") && Contains("nested deeper than 256"));
 }
 
 TEST_CASE("Unknown component types are ConfigErrors that name the type and list what is supported", "[tokenizer]") {

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/io/json.hpp"
 #include "mechlens/io/atomic_file.hpp"
 
 namespace mechlens::experiments {
@@ -61,12 +62,7 @@ inline std::vector<int64_t> read_ids(const nlohmann::json& j, const char* key, c
 
 /// Parses one JSONL line; `where` is "file:line" for messages.
 inline PromptPair parse_prompt_pair(const std::string& line, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    ::mechlens::detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
-  }
+  const nlohmann::json j = io::parse_json(line, where);
   MECHLENS_CHECK(j.is_object(), FormatError, "{}: expected an object {{\"id\", \"recursive\", \"baseline\"}}, got {}",
                  where, j.type_name());
   PromptPair p;

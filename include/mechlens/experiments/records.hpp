@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/io/json.hpp"
 
 namespace mechlens::experiments {
 
@@ -140,12 +141,7 @@ inline std::vector<GenerationRecord> load_records(const std::string& path) {
   for (size_t i = 0; i < lines.size(); ++i) {
     if (lines[i].empty()) continue;
     const std::string where = path + ":" + std::to_string(i + 1);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(lines[i]);
-    } catch (const nlohmann::json::parse_error& e) {
-      ::mechlens::detail::raise<FormatError>("{}: not valid JSON ({})", where, e.what());
-    }
+    const nlohmann::json j = io::parse_json(lines[i], where);
     GenerationRecord r = record_from_json(j, where);
     auto [it, fresh] = seen.emplace(r.id(), i + 1);
     MECHLENS_CHECK(fresh, FormatError, "{}: record '{}' repeats line {}", where, r.id(), it->second);

@@ -324,13 +324,8 @@ class SafetensorsFile {
     MECHLENS_CHECK(header_len > 0 && header_begin[0] == '{', FormatError,
                    "safetensors: header (bytes 8 to {}) does not start with '{{', so it is not a "
                    "JSON object, in {}", data_start_, path);
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(header_begin, header_begin + header_len);
-    } catch (const nlohmann::json::parse_error& e) {
-      detail::raise<FormatError>("safetensors: header (bytes 8 to {}) is not valid JSON ({}) in {}",
-                                 data_start_, e.what(), path);
-    }
+    const nlohmann::json header = io::parse_json(std::string_view(header_begin, header_len),
+                                                 fmt::format("safetensors: the header (bytes 8 to {}) of {}", data_start_, path));
     MECHLENS_CHECK(header.is_object(), FormatError,
                    "safetensors: header is a JSON {}, expected an object, in {}", header.type_name(), path);
 
