@@ -52,12 +52,13 @@ inline Intervention mean_ablate(const std::string& pattern, const at::Tensor& me
 
 /// Mean ablation with the mean taken over the batch and positions of `reference`'s activation
 /// at each hook (a cache of a reference set of prompts).
-inline Intervention mean_ablate(const std::string& pattern, const ActivationCache& reference, Selection sel = {}) {
+inline Intervention mean_ablate(const std::string& pattern, const ActivationCache& reference_cache, Selection sel = {}) {
+  const ActivationCache reference = reference_cache.snapshot();  // as patch(): a recording cache cannot change it
   Intervention out;
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, reference = reference.snapshot()](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, reference](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
           HookLayout layout = hook_layout(ctx.point);
           const at::Tensor& ref = reference.get(ctx.name);
           at::Tensor mean = ref.to(at::kFloat).mean(std::vector<int64_t>{layout.batch_dim, layout.pos_dim});
@@ -69,13 +70,14 @@ inline Intervention mean_ablate(const std::string& pattern, const ActivationCach
 
 /// Resample ablation: each target row takes the activation of a row of `other` (a cache of other
 /// inputs, same positions) drawn uniformly with `seed`.
-inline Intervention resample_ablate(const std::string& pattern, const ActivationCache& other, uint64_t seed,
+inline Intervention resample_ablate(const std::string& pattern, const ActivationCache& other_cache, uint64_t seed,
                                     Selection sel = {}) {
+  const ActivationCache other = other_cache.snapshot();
   Intervention out;
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, other = other.snapshot(), seed](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, other, seed](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
           HookLayout layout = hook_layout(ctx.point);
           const at::Tensor& src = other.get(ctx.name);
           auto gen = compat::make_generator(seed);
