@@ -129,6 +129,7 @@ TEST_CASE("A left-padded batch gives each row's own logits") {
 TEST_CASE("Static-shape decoding steps (what CUDA graphs capture) give the eager steps' logits") {
   for (bool sliding : {false, true}) {
     Model m = tiny_model(sliding);
+    m->fuse_projections();  // the static step is the fast engine's
     at::Tensor ids = at::randint(0, 50, {2, 8}, at::kLong);
     at::Tensor full = m->forward(ids);
     KVCache cache = KVCache::for_model(m->config(), 2, 12, m->options());
@@ -136,9 +137,8 @@ TEST_CASE("Static-shape decoding steps (what CUDA graphs capture) give the eager
     for (int64_t t = 4; t < 8; ++t) {
       ForwardOptions o;
       o.cache = &cache;
-      o.slot = at::full({1}, t, at::kLong);
       o.positions = at::full({2, 1}, t, at::kLong);
-      at::Tensor step = m->forward(ids.narrow(1, t, 1), o);
+      at::Tensor step = mechlens::detail::StaticStep::run(*m, ids.narrow(1, t, 1), o, at::full({1}, t, at::kLong));
       cache.set_length(t + 1, false);
       INFO("sliding " << sliding << " position " << t);
       REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) < 1e-5);
@@ -177,6 +177,7 @@ TEST_CASE("stop_after_layer with a KV cache is refused before the cache changes"
 TEST_CASE("A forward that fails in a hook leaves the cache as it was, validity flags included") {
   for (bool static_after : {false, true}) {
     Model m = tiny_model();
+    m->fuse_projections();
     at::Tensor ids = at::randint(0, 50, {1, 8}, at::kLong);
     at::Tensor full = m->forward(ids);
     KVCache cache = KVCache::for_model(m->config(), 1, 12, m->options());
@@ -196,9 +197,8 @@ TEST_CASE("A forward that fails in a hook leaves the cache as it was, validity f
     if (static_after) {
       ForwardOptions o;
       o.cache = &cache;
-      o.slot = at::full({1}, 4, at::kLong);
       o.positions = at::full({1, 1}, 4, at::kLong);
-      step = m->forward(ids.narrow(1, 4, 1), o);
+      step = mechlens::detail::StaticStep::run(*m, ids.narrow(1, 4, 1), o, at::full({1}, 4, at::kLong));
     } else {
       step = m->forward(ids.narrow(1, 4, 1), test::with_cache(cache));
     }
@@ -223,9 +223,13 @@ TEST_CASE("Attention hooks fire in one order, fused projections or not: q, k, v,
   }
 }
 
-TEST_CASE("Cached activations are compact copies: a view of the fused q/k/v buffer does not pin it") {
+TEST_CASE("Cached activations are compact copies: a view of a larger buffer does not pin it") {
   Model m = tiny_model();
   m->fuse_projections();
+  // An earlier hook hands on views of buffers twice their size (as a user's slicing hook would).
+  auto widen = m->add_hook("blocks.*.attn.hook_?", [](const at::Tensor& x, const HookContext&) {
+    return std::optional<at::Tensor>(at::cat({x, x}, -1).narrow(-1, 0, x.size(-1)));
+  });
   CacheOptions keep;
   keep.names = {"blocks.*.attn.hook_v", "blocks.*.attn.hook_q", "blocks.*.attn.hook_rot_k"};
   at::Tensor ids = at::randint(0, 50, {2, 6}, at::kLong);

@@ -2,11 +2,11 @@
 /// \file
 /// CudaGraphStep: one decoding step captured as a CUDA graph and replayed for every later token,
 /// so a step costs one graph launch instead of ~1,500 LibTorch dispatches. The step is the
-/// static-shape forward (ForwardOptions::slot): keys and values are written at a device-side slot
+/// static-shape step (detail::StaticStep, models/model.hpp): keys and values are written at a device-side slot
 /// index and attention covers the cache's whole capacity, masked by slot validity, so every
 /// replay has the same shapes and addresses. Compiled only where LibTorch has CUDA
-/// (MECHLENS_WITH_CUDA); decode() uses it on CUDA when no hook is attached (hooks with host-side
-/// logic could not change between replays).
+/// (MECHLENS_WITH_CUDA); decode() uses it on CUDA for a fused model when no hook is attached
+/// (hooks with host-side logic could not change between replays).
 
 #ifdef MECHLENS_WITH_CUDA
 
@@ -66,10 +66,9 @@ class CudaGraphStep {
     ForwardOptions opt;
     opt.cache = &cache_;
     opt.positions = position_;
-    opt.slot = slot_;
     opt.last_position_only = true;
     opt.step = 1;
-    return model_.forward(token_, opt).select(1, 0);
+    return detail::StaticStep::run(model_, token_, opt, slot_).select(1, 0);
   }
 
   ModelImpl& model_;

@@ -37,8 +37,8 @@ struct GenerationOptions {
   bool record_margins = false;
   /// How often (in steps) the host checks whether every row has stopped.
   int64_t sync_every = 8;
-  /// On CUDA, capture the decoding step as a CUDA graph and replay it (used only when no hook is
-  /// attached to the model; results equal the eager steps').
+  /// On CUDA, capture the decoding step as a CUDA graph and replay it (used only for a fused model
+  /// with no hook attached; results equal the eager steps').
   bool use_cuda_graph = true;
 };
 
@@ -103,7 +103,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
     }
   };
 #ifdef MECHLENS_WITH_CUDA
-  if (options.use_cuda_graph && dev.is_cuda() && !model.hooks().any_active() && steps > 1) {
+  if (options.use_cuda_graph && dev.is_cuda() && model.fused() && !model.hooks().any_active() && steps > 1) {
     // Graphs are captured on a side stream; the whole loop runs there, joined at both ends.
     c10::cuda::getCurrentCUDAStream().synchronize();
     {

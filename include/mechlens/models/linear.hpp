@@ -9,8 +9,6 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
-#include "mechlens/kernels/fused_ops.hpp"
-
 namespace mechlens {
 
 class LinearImpl : public torch::nn::Module {
@@ -19,8 +17,8 @@ class LinearImpl : public torch::nn::Module {
     weight = register_parameter("weight", at::empty({out_features, in_features}, options));
     if (bias) this->bias = register_parameter("bias", at::empty({out_features}, options));
   }
-  /// [..., in] -> [..., out] (one row on CUDA: mechlens' matrix-vector kernel, kernels::linear)
-  at::Tensor forward(const at::Tensor& x) const { return kernels::linear(x, weight, bias); }
+  /// [..., in] -> [..., out]
+  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
   at::Tensor weight;
   at::Tensor bias;  ///< undefined when the layer has no bias

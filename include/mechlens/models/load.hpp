@@ -26,8 +26,9 @@ namespace mechlens {
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
-  /// Fuse q/k/v and gate/up into single GEMMs for inference (Model::fuse_projections). Turn off
-  /// to fine-tune the loaded model with autograd.
+  /// Load for inference: the fast engine on (Model::fuse_projections: q/k/v and gate/up as single
+  /// GEMMs, mechlens' CUDA kernels) and the weights frozen (requires_grad false; gradients with
+  /// respect to activations still flow). Turn off to fine-tune the loaded model with autograd.
   bool fuse_projections = true;
 };
 
@@ -94,7 +95,10 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
   io::SafetensorsCheckpoint checkpoint(dir);
   Model model(cfg, at::TensorOptions().dtype(options.dtype).device(options.device));
   load_weights(*model, checkpoint);
-  if (options.fuse_projections) model->fuse_projections();
+  if (options.fuse_projections) {
+    for (auto& p : model->parameters()) p.set_requires_grad(false);
+    model->fuse_projections();
+  }
   model->eval();
   return model;
 }

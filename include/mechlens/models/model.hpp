@@ -2,14 +2,18 @@
 /// \file
 /// Model: a Llama-family causal language model (llama, mistral, qwen2) as a torch::nn::Module
 /// whose parameter names are the Hugging Face checkpoint keys
-/// (`model.layers.3.self_attn.q_proj.weight`), with a hook point on every site of DESIGN.md.
+/// (`model.layers.3.self_attn.q_proj.weight`), with a hook point on every site (docs/hooks-and-caches.md).
 /// Load one with load_model() (models/load.hpp).
+///
+/// Each block runs its readable path (DecoderLayerImpl::forward, where the hooks are) when one of
+/// its hooks is active, and the fast engine (models/fast_engine.hpp) otherwise.
 
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
@@ -20,9 +24,9 @@
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/hooks/intervention.hpp"
-#include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/decoder_layer.hpp"
+#include "mechlens/models/fast_engine.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/linear.hpp"
 #include "mechlens/models/model_config.hpp"
@@ -48,11 +52,14 @@ struct ForwardOptions {
   /// Stop after this layer's block (its hooks run; later layers, the final norm and the logits
   /// do not): forward returns an undefined tensor. R_V at layers 4 and 24 needs no more. -1: all.
   int64_t stop_after_layer = -1;
-  /// Static-shape decoding (what CUDA graphs capture): one token per row is written at this slot
-  /// index ([1] int64 on the model's device) and attention covers the cache's whole capacity,
-  /// masked by slot validity. The cache's host length is left to the caller.
-  at::Tensor slot;
+  /// Let blocks with no active hook run in the fast engine (models/fast_engine.hpp; only when the
+  /// model is fused). false: every block takes its readable path (for comparisons and debugging).
+  bool fast_engine = true;
 };
+
+namespace detail {
+struct StaticStep;
+}
 
 /// A hook point's name and documented shape (-1 batch, -2 positions, -3 key positions).
 struct HookInfo {
@@ -62,6 +69,8 @@ struct HookInfo {
 };
 
 class ModelImpl : public torch::nn::Module {
+  friend struct detail::StaticStep;
+
  public:
   ModelImpl(const ModelConfig& cfg, const at::TensorOptions& options) : cfg_(cfg), options_(options) {
     body_ = register_module("model", std::make_shared<torch::nn::Module>());
@@ -72,6 +81,7 @@ class ModelImpl : public torch::nn::Module {
       DecoderLayer layer(cfg, l, hooks_, options);
       layers_->push_back(layer);
       blocks_.push_back(layer);
+      fast_.emplace_back(*layer);
     }
     norm_ = body_->register_module("norm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
     hook_ln_final_ = &hooks_.add_point("ln_final.hook_normalized", -1, {kDimBatch, kDimPos, cfg.d_model()});
@@ -82,92 +92,7 @@ class ModelImpl : public torch::nn::Module {
 
   /// ids [batch, pos] (int64) -> logits [batch, pos, vocab] (or [batch, 1, vocab] with
   /// last_position_only), in the model's dtype.
-  at::Tensor forward(const at::Tensor& ids, const ForwardOptions& opt = {}) {
-    MECHLENS_CHECK(ids.dim() == 2, ShapeError, "Model::forward: ids have shape {}, expected [batch, pos]",
-                   shape_str(ids.sizes()));
-    const int64_t b = ids.size(0), p = ids.size(1);
-    MECHLENS_CHECK(p > 0, ShapeError, "Model::forward: no tokens (ids shape {})", shape_str(ids.sizes()));
-    at::Tensor token_ids = ids.to(options_.device(), at::kLong);
-    at::Tensor live;  // [b, p] bool, undefined when nothing is padded
-    if (opt.attention_mask.defined()) {
-      MECHLENS_CHECK(opt.attention_mask.sizes() == ids.sizes(), ShapeError,
-                     "Model::forward: attention_mask has shape {} but ids have shape {}",
-                     shape_str(opt.attention_mask.sizes()), shape_str(ids.sizes()));
-      live = opt.attention_mask.to(options_.device()).to(at::kBool);
-    }
-    at::Tensor positions = opt.positions.defined() ? opt.positions.to(options_.device(), at::kLong)
-                                                   : default_positions(b, p, live, opt.cache);
-    MECHLENS_CHECK(positions.sizes() == ids.sizes(), ShapeError,
-                   "Model::forward: positions have shape {} but ids have shape {}", shape_str(positions.sizes()),
-                   shape_str(ids.sizes()));
-    if (opt.cache) check_cache(*opt.cache, b);
-    MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
-                   "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
-                   cfg_.n_layers());
-    // The cache's length is one number for every layer: a forward that leaves later layers
-    // unwritten would commit slots those layers never filled.
-    MECHLENS_CHECK(opt.stop_after_layer < 0 || opt.stop_after_layer == cfg_.n_layers() - 1 || !opt.cache,
-                   ArgumentError,
-                   "Model::forward: stop_after_layer {} with a KV cache would leave layers {}:{} of the cache "
-                   "unwritten; run without a cache (R_V needs none) or without stop_after_layer",
-                   opt.stop_after_layer, opt.stop_after_layer + 1, cfg_.n_layers());
-
-    RunState& run = hooks_.run_state();
-    run.step = opt.step;
-    run.positions = positions;
-    run.live = live;
-
-    // Masks are built once per forward and shared by every layer.
-    at::Tensor mask;
-    const bool static_step = opt.cache && opt.slot.defined();
-    if (static_step) {
-      MECHLENS_CHECK(p == 1 && !live.defined(), ArgumentError,
-                     "Model::forward: a static-shape step takes one real token per row (got {} positions)", p);
-      opt.cache->write_slot_state(positions, opt.slot);
-      mask = make_attention_mask(positions, live, opt.cache->position_storage(), opt.cache->valid_storage(),
-                                 cfg_.sliding_window);
-    } else if (opt.cache) {
-      const bool fresh = opt.cache->length() == 0;
-      opt.cache->begin_append(positions, live);
-      // A first chunk without padding (and within the window) is plain causal attention: no mask,
-      // so LibTorch 2.x can take its fastest fused kernel.
-      if (!(fresh && !live.defined() && !(cfg_.sliding_window && p > *cfg_.sliding_window)))
-        mask = make_attention_mask(positions, live, opt.cache->appending_positions(),
-                                   opt.cache->has_padding() || live.defined() ? opt.cache->appending_valid() : at::Tensor(),
-                                   cfg_.sliding_window);
-    } else if (live.defined() || (cfg_.sliding_window && p > *cfg_.sliding_window) || opt.positions.defined()) {
-      mask = make_attention_mask(positions, live, positions, live, cfg_.sliding_window);
-    }  // else: plain causal attention over exactly these tokens
-    RotaryAngles angles = rotary_angles(inv_freq_, positions, options_.dtype().toScalarType());
-#if MECHLENS_TORCH_AT_LEAST(2, 5)
-    // The fused attention takes an additive bias: made here once, not in each of the layers.
-    const AttentionMask layer_mask = AttentionMask::from(mask, options_.dtype().toScalarType());
-#else
-    const AttentionMask layer_mask = AttentionMask::from(mask);
-#endif
-
-    at::Tensor resid;
-    try {
-      resid = (*hook_embed_)(embed_tokens_(token_ids));
-      for (auto& block : blocks_) {
-        resid = block(resid, angles, layer_mask, opt.cache, opt.slot);
-        if (opt.stop_after_layer >= 0 && &block == &blocks_[static_cast<size_t>(opt.stop_after_layer)]) break;
-      }
-    } catch (...) {
-      if (opt.cache && !static_step) opt.cache->rollback();
-      throw;
-    }
-    if (opt.cache && !static_step) opt.cache->commit();
-    if (opt.stop_after_layer >= 0) return at::Tensor();
-    if (opt.last_position_only) resid = resid.narrow(1, p - 1, 1);
-    const at::Tensor& unembed = lm_head_ ? lm_head_->weight : embed_tokens_->weight;
-    if (!hook_ln_final_->active() && !(lm_head_ && lm_head_->bias.defined()) &&
-        kernels::rms_norm_matvec_applies(resid, norm_->weight, unembed))  // one row on CUDA: norm + unembed, one kernel
-      // weights_settled: the kernel before is this forward's last layer (or a hook on its output).
-      return kernels::rms_norm_matvec(resid, norm_->weight, norm_->eps(), unembed, /*weights_settled=*/true);
-    at::Tensor h = (*hook_ln_final_)(norm_(resid));
-    return lm_head_ ? lm_head_(h) : kernels::linear(h, embed_tokens_->weight);
-  }
+  at::Tensor forward(const at::Tensor& ids, const ForwardOptions& opt = {}) { return run(ids, opt, at::Tensor()); }
 
   const ModelConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return options_.dtype().toScalarType(); }
@@ -204,18 +129,143 @@ class ModelImpl : public torch::nn::Module {
     return {logits, cache};
   }
 
-  /// Runs q/k/v and gate/up as single GEMMs (their weights become views of fused matrices; names,
-  /// shapes and in-place edits are unchanged). load_model does this unless told not to. For
-  /// inference: autograd does not reach the fused views, so train an unfused model; and call it
-  /// again after moving the model with to().
+  /// Turns on the fast engine (models/fast_engine.hpp) for blocks with no active hook: q/k/v and
+  /// gate/up weights become views of fused matrices (names, shapes and in-place edits are
+  /// unchanged) and run as single GEMMs. load_model does this unless told not to. For inference:
+  /// the engine steps aside whenever a gradient is needed, but the fused views carry none to the
+  /// parameters, so train an unfused model. The fusion survives to().
   void fuse_projections() {
-    for (auto& block : blocks_) block->fuse_projections();
+    for (auto& f : fast_) f.fuse();
+    fused_ = true;
+  }
+  /// Whether fuse_projections() ran.
+  bool fused() const { return fused_; }
+
+  /// Moves / converts the parameters (torch::nn::Module::to), then the rotary frequencies, the
+  /// model's options and the fused matrices with them.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override {
+    torch::nn::Module::to(device, dtype, non_blocking);
+    moved(dtype);
+  }
+  void to(torch::Dtype dtype, bool non_blocking = false) override {
+    torch::nn::Module::to(dtype, non_blocking);
+    moved(dtype);
+  }
+  void to(torch::Device device, bool non_blocking = false) override {
+    torch::nn::Module::to(device, non_blocking);
+    moved(options_.dtype().toScalarType());
   }
 
   /// The token embedding matrix [vocab, d_model].
   const at::Tensor& embedding_weight() const { return embed_tokens_->weight; }
 
  private:
+  /// forward(), or with `slot` the static-shape step (detail::StaticStep).
+  at::Tensor run(const at::Tensor& ids, const ForwardOptions& opt, const at::Tensor& slot) {
+    MECHLENS_CHECK(ids.dim() == 2, ShapeError, "Model::forward: ids have shape {}, expected [batch, pos]",
+                   shape_str(ids.sizes()));
+    const int64_t b = ids.size(0), p = ids.size(1);
+    MECHLENS_CHECK(p > 0, ShapeError, "Model::forward: no tokens (ids shape {})", shape_str(ids.sizes()));
+    at::Tensor token_ids = ids.to(options_.device(), at::kLong);
+    at::Tensor live;  // [b, p] bool, undefined when nothing is padded
+    if (opt.attention_mask.defined()) {
+      MECHLENS_CHECK(opt.attention_mask.sizes() == ids.sizes(), ShapeError,
+                     "Model::forward: attention_mask has shape {} but ids have shape {}",
+                     shape_str(opt.attention_mask.sizes()), shape_str(ids.sizes()));
+      live = opt.attention_mask.to(options_.device()).to(at::kBool);
+    }
+    at::Tensor positions = opt.positions.defined() ? opt.positions.to(options_.device(), at::kLong)
+                                                   : default_positions(b, p, live, opt.cache);
+    MECHLENS_CHECK(positions.sizes() == ids.sizes(), ShapeError,
+                   "Model::forward: positions have shape {} but ids have shape {}", shape_str(positions.sizes()),
+                   shape_str(ids.sizes()));
+    if (opt.cache) check_cache(*opt.cache, b);
+    MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
+                   "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
+                   cfg_.n_layers());
+    // The cache's length is one number for every layer: a forward that leaves later layers
+    // unwritten would commit slots those layers never filled.
+    MECHLENS_CHECK(opt.stop_after_layer < 0 || opt.stop_after_layer == cfg_.n_layers() - 1 || !opt.cache,
+                   ArgumentError,
+                   "Model::forward: stop_after_layer {} with a KV cache would leave layers {}:{} of the cache "
+                   "unwritten; run without a cache (R_V needs none) or without stop_after_layer",
+                   opt.stop_after_layer, opt.stop_after_layer + 1, cfg_.n_layers());
+
+    RunState& state = hooks_.run_state();
+    state.step = opt.step;
+    state.positions = positions;
+    state.live = live;
+
+    // Masks are built once per forward and shared by every layer.
+    at::Tensor mask;
+    const bool static_step = slot.defined();
+    const bool engine = fused_ && opt.fast_engine;
+    if (static_step) {
+      MECHLENS_CHECK(opt.cache && p == 1 && !live.defined() && engine && opt.stop_after_layer < 0, ArgumentError,
+                     "Model: a static-shape step takes a cache, one real token per row (got {} positions) and a "
+                     "fused model", p);
+      opt.cache->write_slot_state(positions, slot);
+      mask = make_attention_mask(positions, live, opt.cache->position_storage(), opt.cache->valid_storage(),
+                                 cfg_.sliding_window);
+    } else if (opt.cache) {
+      const bool fresh = opt.cache->length() == 0;
+      opt.cache->begin_append(positions, live);
+      // A first chunk without padding (and within the window) is plain causal attention: no mask,
+      // so LibTorch 2.x can take its fastest fused kernel.
+      if (!(fresh && !live.defined() && !(cfg_.sliding_window && p > *cfg_.sliding_window)))
+        mask = make_attention_mask(positions, live, opt.cache->appending_positions(),
+                                   opt.cache->has_padding() || live.defined() ? opt.cache->appending_valid() : at::Tensor(),
+                                   cfg_.sliding_window);
+    } else if (live.defined() || (cfg_.sliding_window && p > *cfg_.sliding_window) || opt.positions.defined()) {
+      mask = make_attention_mask(positions, live, positions, live, cfg_.sliding_window);
+    }  // else: plain causal attention over exactly these tokens
+    RotaryAngles angles = rotary_angles(inv_freq_, positions, options_.dtype().toScalarType());
+#if MECHLENS_TORCH_AT_LEAST(2, 5)
+    // The fused attention takes an additive bias: made here once, not in each of the layers.
+    const AttentionMask layer_mask = AttentionMask::from(mask, options_.dtype().toScalarType());
+#else
+    const AttentionMask layer_mask = AttentionMask::from(mask);
+#endif
+
+    at::Tensor resid;
+    try {
+      resid = (*hook_embed_)(embed_tokens_(token_ids));
+      for (size_t l = 0; l < blocks_.size(); ++l) {
+        if (engine && fast_[l].applies(resid)) {
+          resid = fast_[l].forward(resid, angles, layer_mask, opt.cache, slot);
+        } else {
+          MECHLENS_CHECK(!static_step, ArgumentError,
+                         "Model: a static-shape step runs in the fast engine, but block {} cannot (a hook is active "
+                         "there, or a gradient is needed)",
+                         l);
+          resid = blocks_[l](resid, angles, layer_mask, opt.cache);
+        }
+        if (static_cast<int64_t>(l) == opt.stop_after_layer) break;
+      }
+    } catch (...) {
+      if (opt.cache && !static_step) opt.cache->rollback();
+      throw;
+    }
+    if (opt.cache && !static_step) opt.cache->commit();
+    if (opt.stop_after_layer >= 0) return at::Tensor();
+    if (opt.last_position_only) resid = resid.narrow(1, p - 1, 1);
+    const at::Tensor& unembed = lm_head_ ? lm_head_->weight : embed_tokens_->weight;  // [vocab, d_model]
+    if (engine && !hook_ln_final_->active() && !(at::GradMode::is_enabled() && resid.requires_grad()))
+      return detail::fast_unembed(*norm_, unembed, resid);
+    return at::linear((*hook_ln_final_)(norm_(resid)), unembed);
+  }
+
+  void moved(at::ScalarType dtype) {
+    // The device as the parameters now report it ("cuda" becomes "cuda:0").
+    const at::Device placed = embed_tokens_->weight.device();
+    options_ = options_.device(placed).dtype(dtype);
+    inv_freq_ = inv_freq_.to(placed);
+    for (auto& f : fast_) {
+      f.release();
+      if (fused_) f.fuse();
+    }
+  }
+
   at::Tensor default_positions(int64_t b, int64_t p, const at::Tensor& live, const KVCache* cache) const {
     auto opts = at::TensorOptions().dtype(at::kLong).device(options_.device());
     if (live.defined()) {
@@ -254,6 +304,8 @@ class ModelImpl : public torch::nn::Module {
   Embedding embed_tokens_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
   std::vector<DecoderLayer> blocks_;
+  std::vector<FastLayer> fast_;  // one per block, over its parameters
+  bool fused_ = false;
   RMSNorm norm_{nullptr};
   Linear lm_head_{nullptr};
   at::Tensor inv_freq_;
@@ -261,5 +313,19 @@ class ModelImpl : public torch::nn::Module {
   HookPoint* hook_ln_final_;
 };
 TORCH_MODULE(Model);
+
+namespace detail {
+/// The static-shape decoding step that CUDA graphs capture (generation/cuda_graph.hpp): one token
+/// per row, ids / positions [batch, 1] on the device, written at cache slot `slot` ([1] int64 on
+/// the device, read at replay), with attention over the cache's whole capacity masked by slot
+/// validity; the cache's host length is left to the caller. Needs a fused model and no active
+/// hook. Internal to mechlens (its tests use it); not part of the API.
+struct StaticStep {
+  static at::Tensor run(ModelImpl& model, const at::Tensor& ids, const ForwardOptions& opt, const at::Tensor& slot) {
+    at::NoGradGuard no_grad;  // inference only, as the engine is
+    return model.run(ids, opt, slot);
+  }
+};
+}  // namespace detail
 
 }  // namespace mechlens
