@@ -20,6 +20,13 @@ constexpr bool kHasFusedAttention = MECHLENS_TORCH_AT_LEAST(2, 0);
 /// True when CPU matrix products exist for float16 (LibTorch 1.13's addmm has none).
 constexpr bool kHasCpuHalfMatmul = MECHLENS_TORCH_AT_LEAST(2, 1);
 
+/// True when bfloat16 / float16 results on `t`'s device are rounded once from a float32
+/// computation, as transformers' (LibTorch 2.x) are: batched matrix products summed in float32,
+/// silu evaluated in float32. CUDA always; the CPU from LibTorch 2.1 (1.13's CPU batched matmul
+/// and silu in half precision are off by a unit in a third / a quarter of the entries). Where it
+/// is false, mechlens computes in float32 and rounds itself.
+inline bool half_ops_round_once(const at::Tensor& t) { return t.is_cuda() || MECHLENS_TORCH_AT_LEAST(2, 1); }
+
 }  // namespace mechlens::compat
 
 #include <ATen/CPUGeneratorImpl.h>

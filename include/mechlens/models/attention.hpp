@@ -47,13 +47,14 @@ inline at::Tensor scaled_dot_product(const at::Tensor& q, const at::Tensor& keys
 #endif
   // Explicit path: query heads are grouped over their KV head by a view, not a copy.
   at::Tensor qg = q.reshape({b, kv, h / kv, p, d});
-  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
-  // In half precision both products are summed in float32 and rounded once, as a
-  // float-accumulating GEMM (cuBLAS, LibTorch 2.x on the CPU, hence transformers) rounds;
-  // LibTorch 1.13's CPU half-precision batched matmul does not (a third of hook_z's entries
-  // came out one bfloat16 unit off). The scale is applied after that rounding, as transformers does.
-  auto product = [half](const at::Tensor& x, const at::Tensor& y) {
-    return half ? at::matmul(x.to(at::kFloat), y.to(at::kFloat)).to(x.scalar_type()) : at::matmul(x, y);
+  // In half precision both products are summed in float32 and rounded once, as transformers'
+  // (cuBLAS, LibTorch 2.x on the CPU) are; LibTorch 1.13's CPU batched matmul is not (a third of
+  // hook_z's entries came out one bfloat16 unit off), so there the sum is made in float32 here.
+  // The scale is applied after that rounding, as transformers does.
+  const bool detour = (q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf) &&
+                      !compat::half_ops_round_once(q);
+  auto product = [detour](const at::Tensor& x, const at::Tensor& y) {
+    return detour ? at::matmul(x.to(at::kFloat), y.to(at::kFloat)).to(x.scalar_type()) : at::matmul(x, y);
   };
   at::Tensor scores = product(qg, keys.unsqueeze(2).transpose(-1, -2)) * scale;  // [b, kv, g, p, k]
   scores = scores.view({b, h, p, kp});

@@ -8,6 +8,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "mechlens/core/torch_compat.hpp"
 #include "mechlens/models/linear.hpp"
 #include "mechlens/models/model_config.hpp"
 
@@ -24,11 +25,11 @@ class MlpImpl : public torch::nn::Module {
   /// [batch, pos, d_model] -> same
   at::Tensor forward(const at::Tensor& x) { return down_proj_(silu(gate_proj_(x)) * up_proj_(x)); }
 
-  /// SiLU rounded once from its float32 value, as LibTorch 2.x (hence transformers) computes it
-  /// in bfloat16 / float16; LibTorch 1.13's CPU half-precision silu is off by a unit in about a
-  /// quarter of the entries.
+  /// SiLU rounded once from its float32 value, as transformers computes it in bfloat16 / float16
+  /// (compat::half_ops_round_once: LibTorch 1.13's CPU silu needs the float32 detour).
   static at::Tensor silu(const at::Tensor& x) {
-    if (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) return at::silu(x);
+    const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+    if (!half || compat::half_ops_round_once(x)) return at::silu(x);
     return at::silu(x.to(at::kFloat)).to(x.scalar_type());
   }
 
