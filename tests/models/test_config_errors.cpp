@@ -33,6 +33,17 @@ TEST_CASE("A config with a missing required field names the file and the field")
                       Catch::Contains("x/config.json") && Catch::Contains("hidden_size"));
 }
 
+TEST_CASE("Integer fields take only integers: 64.9 is not truncated, a string is not read as a number") {
+  auto j = base_config();
+  j["hidden_size"] = 64.9;
+  REQUIRE_THROWS_WITH(ModelConfig::from_json(j, "x/config.json"),
+                      Catch::Contains("x/config.json") && Catch::Contains("'hidden_size' must be an integer") &&
+                          Catch::Contains("64.9"));
+  j = base_config();
+  j["vocab_size"] = "256";
+  REQUIRE_THROWS_WITH(ModelConfig::from_json(j), Catch::Contains("'vocab_size' must be an integer, got string"));
+}
+
 TEST_CASE("An unknown model_type or rope type is an error, never a silent default") {
   auto j = base_config();
   j["model_type"] = "gpt2";

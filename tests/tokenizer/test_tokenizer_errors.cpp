@@ -77,6 +77,21 @@ TEST_CASE("Files that are missing or not JSON give IoError or FormatError naming
              Contains("nested.json") && Contains("nested deeper than 256"));
 }
 
+TEST_CASE("A Strip decoder with a negative count or an empty content is refused (they hung before)", "[tokenizer]") {
+  auto j = small_tokenizer();
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", -1}, {"stop", 0}};
+  CHECK_THAT(load_error_json(j), Contains("'start' must be a non-negative integer, got -1"));
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", 1.5}, {"stop", 0}};
+  CHECK_THAT(load_error_json(j), Contains("'start' must be an integer"));
+  j["decoder"] = {{"type", "Strip"}, {"content", ""}, {"start", 1000000000000LL}, {"stop", 0}};
+  CHECK_THAT(load_error_json(j), Contains("Strip decoder with an empty 'content'"));
+  // A huge count with a real character is bounded by the token's length: it loads and decodes.
+  j["decoder"] = {{"type", "Strip"}, {"content", " "}, {"start", 1000000000000LL}, {"stop", 1000000000000LL}};
+  const auto path = write_temp("strip_ok.json", j.dump());
+  Tokenizer tok = Tokenizer::from_file(path);
+  CHECK(tok.decode(tok.encode("hello")) == "hello");
+}
+
 TEST_CASE("Unknown component types are ConfigErrors that name the type and list what is supported", "[tokenizer]") {
   auto j = small_tokenizer();
   j["normalizer"] = {{"type", "NFKC"}};

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -62,18 +63,32 @@ inline nlohmann::json read_json_file(const std::string& path) {
   return parse_json(buffer.str(), "'" + path + "'");
 }
 
+/// `value` (the field `key` of `where`) as T. Integer types take only JSON integers (64.9 is not
+/// silently truncated to 64), unsigned ones only non-negative integers (-1 does not wrap to
+/// 2^64 - 1); every other mismatch is a ConfigError naming the field, never a raw parser error.
+template <class T>
+T json_as(const nlohmann::json& value, const std::string& key, const std::string& where) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    MECHLENS_CHECK(value.is_number_integer(), ConfigError, "{}: field '{}' must be an integer, got {} {}", where, key,
+                   value.type_name(), value.is_number() ? value.dump() : std::string());
+    if constexpr (std::is_unsigned_v<T>)
+      MECHLENS_CHECK(value.is_number_unsigned() || value.get<int64_t>() >= 0, ConfigError, "{}: field '{}' must be a non-negative integer, got {}",
+                     where, key, value.dump());
+  }
+  try {
+    return value.get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    detail::raise<ConfigError>("{}: field '{}' has the wrong type ({}): {}", where, key, value.type_name(), e.what());
+  }
+}
+
 /// Returns j[key] converted to T, or throws ConfigError naming `where` (a file) and the key when
-/// it is missing or of the wrong type.
+/// it is missing or of the wrong type (json_as).
 template <class T>
 T json_required(const nlohmann::json& j, const std::string& key, const std::string& where) {
   auto it = j.find(key);
   MECHLENS_CHECK(it != j.end() && !it->is_null(), ConfigError, "{}: required field '{}' is missing", where, key);
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    detail::raise<ConfigError>("{}: field '{}' has the wrong type ({}): {}", where, key,
-                               it->type_name(), e.what());
-  }
+  return json_as<T>(*it, key, where);
 }
 
 /// Returns j[key] converted to T, or `fallback` when the key is absent or null.
@@ -81,12 +96,7 @@ template <class T>
 T json_optional(const nlohmann::json& j, const std::string& key, const T& fallback, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    detail::raise<ConfigError>("{}: field '{}' has the wrong type ({}): {}", where, key,
-                               it->type_name(), e.what());
-  }
+  return json_as<T>(*it, key, where);
 }
 
 }  // namespace mechlens::io

@@ -191,6 +191,9 @@ inline std::unique_ptr<Decoder> make_decoder(const nlohmann::json& j, const std:
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip") {
+    // An empty content would match forever: `start` copies of nothing, up to 2^64 of them.
+    MECHLENS_CHECK(!io::json_required<std::string>(j, "content", here).empty(), ConfigError,
+                   "{}: Strip decoder with an empty 'content' (expected the character to strip)", here);
     return std::make_unique<StripDecoder>(io::json_required<std::string>(j, "content", here),
                                           io::json_required<std::size_t>(j, "start", here),
                                           io::json_required<std::size_t>(j, "stop", here));
