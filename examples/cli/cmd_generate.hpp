@@ -25,6 +25,7 @@ struct GenerateCommand {
   std::string kv_layers, kv_align;
   std::string stop_ids;
   bool ignore_eos = false;
+  bool allow_long_context = false;
   CLI::Option *layers_opt = nullptr, *align_opt = nullptr;
 
   void add(CLI::App& app) {
@@ -35,18 +36,22 @@ struct GenerateCommand {
         ->check(CLI::NonNegativeNumber);
     app.add_option("--temperature", temperature,
                    "sampling temperature; 0 is greedy, taking the most likely token (default: 0)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(finite_number(0.0, /*low_open=*/false, std::numeric_limits<double>::infinity()));
     app.add_option("--top-k", top_k, "with --temperature: sample among the k most likely tokens (default: 0, all)")
         ->check(CLI::NonNegativeNumber);
     app.add_option("--top-p", top_p,
                    "with --temperature: sample from the smallest set of tokens whose probability reaches p "
                    "(default: 1, all)")
-        ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--seed", seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)");
+        ->check(finite_number(0.0, /*low_open=*/true, 1.0));
+    app.add_option("--seed", seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)")
+        ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
     app.add_option("--stop-ids", stop_ids, "more token ids that end generation: 1,2 (default: none)");
     app.add_flag("--ignore-eos", ignore_eos,
                  "do not stop at the model's eos tokens (config.json and generation_config.json), generate exactly "
                  "--max-new-tokens (default: stop at eos)");
+    app.add_flag("--allow-long-context", allow_long_context,
+                 "run past the model's context (max_position_embeddings in config.json), where positions were "
+                 "never trained (default: refused)");
     kv_source.add(app, "the KV splice source (prefilled like the prompt; its cache entries replace the prompt's)",
                   "(default: no splice)", /*with_chat=*/false);
     layers_opt = app.add_option("--kv-layers", kv_layers,
@@ -80,6 +85,23 @@ struct GenerateCommand {
                                                  target.size(), source.size(), target.size() - 1, source.size() - 1));
     }
     if (prefix) memory = kv_prefix.resolve(model, cfg);
+    // Checked against config.json before the model is loaded or any cache allocated.
+    if (!allow_long_context) {
+      const int64_t context = cfg.max_position_embeddings;
+      const auto held = static_cast<int64_t>(memory.size() + target.size());
+      if (held > context)
+        throw ArgError(prompt.used, fmt::format("holds {} tokens{}, more than the model's context of {} "
+                                                "(max_position_embeddings; --allow-long-context runs anyway)",
+                                                held, prefix ? " with the KV prefix" : "", context));
+      if (max_new_tokens > context - held + 1)
+        throw ArgError("--max-new-tokens", fmt::format("{} after a prompt of {} tokens exceeds the model's context of "
+                                                       "{} (max_position_embeddings; at most {} fit, or pass "
+                                                       "--allow-long-context)",
+                                                       max_new_tokens, held, context, context - held + 1));
+      if (splice && static_cast<int64_t>(source.size()) > context)
+        throw ArgError(kv_source.used, fmt::format("holds {} tokens, more than the model's context of {}",
+                                                   source.size(), context));
+    }
 
     SamplingOptions sampling;
     sampling.temperature = temperature;
@@ -90,6 +112,7 @@ struct GenerateCommand {
     gen.max_new_tokens = max_new_tokens;
     gen.sampling = sampling;
     gen.use_model_eos = !ignore_eos;
+    gen.allow_long_context = allow_long_context;
     if (!stop_ids.empty()) gen.stop_tokens = parse_ids("--stop-ids", stop_ids);
 
     Model m = model.load();
@@ -99,13 +122,13 @@ struct GenerateCommand {
 
     PromptState state;
     if (prefix) {
-      KVCache cache = blame(kv_prefix.used, [&] { return encode_prompt(*m, memory); });
-      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens, &cache); });
+      KVCache cache = blame(kv_prefix.used, [&] { return encode_prompt(*m, memory, 0, allow_long_context); });
+      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens, &cache, allow_long_context); });
     } else {
-      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens); });
+      state = blame(prompt.used, [&] { return prefill(*m, target, max_new_tokens, nullptr, allow_long_context); });
     }
     if (splice) {
-      PromptState src = blame(kv_source.used, [&] { return prefill(*m, source, 0); });
+      PromptState src = blame(kv_source.used, [&] { return prefill(*m, source, 0, nullptr, allow_long_context); });
       blame(kv_source.used, [&] { splice_kv(state.cache, src.cache, splice_opt); });
     }
     GenerationResult result = blame("--max-new-tokens", [&] { return decode(*m, state, gen); });

@@ -34,6 +34,7 @@
 #include "mechlens/hooks/hooked.hpp"
 #include "mechlens/hooks/intervention.hpp"
 #include "mechlens/interventions/ablation.hpp"
+#include "mechlens/interventions/align.hpp"
 #include "mechlens/interventions/kv_splice.hpp"
 #include "mechlens/interventions/kv_splice_rows.hpp"
 #include "mechlens/interventions/patch.hpp"

@@ -201,7 +201,8 @@ TEST_CASE("mechlens --help and every command's --help say what each flag does an
                    "--patch-file", "--out"}},
       {"generate", {"--model", "--dtype", "--device", "--tokenizer", "--ids", "--prompt", "--chat", "--max-new-tokens",
                     "--temperature", "--top-k", "--top-p", "--seed", "--stop-ids", "--ignore-eos", "--kv-source-ids",
-                    "--kv-source-prompt", "--kv-layers", "--kv-align", "--kv-prefix-ids", "--kv-prefix-prompt"}},
+                    "--kv-source-prompt", "--kv-layers", "--kv-align", "--kv-prefix-ids", "--kv-prefix-prompt",
+                    "--allow-long-context"}},
       {"rv", {"--model", "--dtype", "--device", "--tokenizer", "--ids", "--prompt", "--chat", "--early", "--late",
               "--window", "--centered", "--per-head"}},
   };
@@ -672,6 +673,28 @@ TEST_CASE("Bad arguments give one line naming the argument and exit status 2") {
                                        "--max-new-tokens", "2"}),
                          {"--kv-prefix-ids", "item 2"});
     require_bad_argument(mechlens_cli({"decode", "--tokenizer", tiny_tokenizer(), "--ids", "1,999"}), {"--ids", "999"});
+  }
+  SECTION("numbers out of range are named before anything runs") {
+    // 2^63 - 1 new tokens overflowed a signed sum; the context is config.json's 512.
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6", "--max-new-tokens",
+                                       "9223372036854775807"}),
+                         {"--max-new-tokens", "9223372036854775807", "context of 512", "at most 511"});
+    std::string long_ids = "5";
+    for (int i = 0; i < 512; ++i) long_ids += ",6";
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", long_ids, "--max-new-tokens", "1"}),
+                         {"--ids", "513 tokens", "context of 512", "--allow-long-context"});
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6", "--max-new-tokens", "2",
+                                       "--temperature", "nan"}),
+                         {"--temperature", "nan", "not a finite number"});
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6", "--max-new-tokens", "2",
+                                       "--temperature", "1", "--top-p", "0"}),
+                         {"--top-p", "0 is outside (0, 1]"});
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6", "--max-new-tokens", "2",
+                                       "--temperature", "1", "--top-p", "nan"}),
+                         {"--top-p", "nan"});
+    require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6", "--max-new-tokens", "2",
+                                       "--seed", "-1"}),
+                         {"--seed", "-1"});
   }
   SECTION("missing and conflicting flags are named") {
     require_bad_argument(mechlens_cli({"generate", "--model", tied, "--ids", "5,6"}), {"--max-new-tokens"});

@@ -76,6 +76,7 @@ TEST_CASE("KV splice with from_end copies only the named slots of each row", "[e
   PromptState before = prefill(*model, kTargets, 0);
   PromptState source = prefill(*model, kSources, 0);
   RowSpliceOptions opt;
+  opt.align = Align::Right;
   opt.from_end = {1, 3};
   opt.from_start = {0};
   const auto copied = splice_kv_rows(target.cache, source.cache, opt);
@@ -105,7 +106,6 @@ TEST_CASE("KV splice of prompts of different lengths without an alignment names 
   PromptState target = prefill(*model, kTargets, 0);
   PromptState source = prefill(*model, kSources, 0);
   RowSpliceOptions opt;
-  opt.align = Align::Exact;
   try {
     splice_kv_rows(target.cache, source.cache, opt);
     FAIL("no error");
@@ -150,6 +150,7 @@ TEST_CASE("A KV-transfer condition decodes a padded batch as it decodes each pai
   }
   ex::KvTransferOptions opt;
   opt.layers = LayerRange{2, 4};
+  opt.align = Align::Right;
   auto cond = ex::kv_transfer("t", ex::Role::Baseline, opt, model->config());
   GenerationOptions go;
   go.max_new_tokens = 6;

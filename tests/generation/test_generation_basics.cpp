@@ -1,5 +1,7 @@
 // Generation invariants that need no reference file: padded batches equal rows run alone,
 // seeded sampling repeats, stop tokens end a row, and re-rotated splices equal recomputed keys.
+#include <limits>
+
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
 #include <mechlens/models/init.hpp>
@@ -123,8 +125,8 @@ TEST_CASE("A KV cache saved to safetensors loads back slot for slot and decodes 
   GenerationOptions g;
   g.max_new_tokens = 5;
   g.use_model_eos = false;
-  PromptState copy = state;
-  copy.cache = loaded;
+  PromptState copy = state.clone();
+  copy.cache = std::move(loaded);
   REQUIRE(decode(*m, copy, g).tokens == decode(*m, state, g).tokens);
   std::remove(path.c_str());
   REQUIRE_THROWS_WITH(load_kv_cache(MECHLENS_TEST_DATA "/models/llama_tied/model.safetensors", m->options()),
@@ -141,4 +143,57 @@ TEST_CASE("A splice of padded batches whose rows differ in length is refused ins
   REQUIRE_THROWS_WITH(splice_kv(target.cache, ragged.cache, right), Catch::Contains("row by row"));
   REQUIRE_NOTHROW(splice_kv(target.cache, even.cache, right));
   REQUIRE(target.cache.keys(0).equal(even.cache.keys(0)));
+}
+
+TEST_CASE("Running past the model's context is refused with the numbers, unless allowed") {
+  ModelConfig c = tiny()->config();
+  c.max_position_embeddings = 8;
+  Model m(c, at::TensorOptions().dtype(at::kFloat));
+  init_weights(*m, 11, 0.3);
+  const std::vector<int64_t> prompt{3, 4, 5, 6, 7};
+
+  // A forward of 9 tokens on a context of 8.
+  at::Tensor nine = at::arange(1, 10, at::TensorOptions().dtype(at::kLong)).view({1, 9});
+  REQUIRE_THROWS_WITH(m->forward(nine), Catch::Contains("9 tokens (0 in the KV cache + 9 new) exceed the model's "
+                                                         "context of 8") &&
+                                            Catch::Contains("allow_long_context"));
+  ForwardOptions fo;
+  fo.allow_long_context = true;
+  CHECK(m->forward(nine, fo).size(1) == 9);
+
+  // Generation feeds the prompt and every new token but the last: prompt 5 + 5 new tokens feeds
+  // 9 positions > 8, refused before prefill allocates anything; 5 + 4 feeds positions 0..7.
+  GenerationOptions g;
+  g.max_new_tokens = 5;
+  g.use_model_eos = false;
+  REQUIRE_THROWS_WITH(generate(*m, {prompt}, g), Catch::Contains("generate: a prompt of 5 tokens + max_new_tokens 5 "
+                                                                  "exceeds the model's context of 8"));
+  g.max_new_tokens = 4;
+  CHECK(generate(*m, {prompt}, g).tokens[0].size() == 4);
+  // max_new_tokens near 2^63 neither overflows nor reaches the allocator.
+  g.max_new_tokens = std::numeric_limits<int64_t>::max();
+  REQUIRE_THROWS_WITH(generate(*m, {prompt}, g), Catch::Contains("max_new_tokens 9223372036854775807 exceeds"));
+  // decode on a prefilled state checks the same.
+  PromptState state = prefill(*m, prompt, 0);
+  g.max_new_tokens = 5;
+  REQUIRE_THROWS_WITH(decode(*m, state, g), Catch::Contains("decode: a prompt of 5 tokens + max_new_tokens 5"));
+  g.allow_long_context = true;
+  CHECK(generate(*m, {prompt}, g).tokens[0].size() == 5);
+  // A prompt longer than the context is refused by the prefill forward itself.
+  REQUIRE_THROWS_WITH(prefill(*m, std::vector<int64_t>(10, 3), 0), Catch::Contains("exceed the model's context of 8"));
+}
+
+TEST_CASE("Token ids outside the vocabulary and caches too large to allocate get messages, not LibTorch errors") {
+  Model m = tiny();
+  at::Tensor bad = at::tensor(std::vector<int64_t>{3, -1, 5}).view({1, 3});
+  REQUIRE_THROWS_WITH(m->forward(bad), Catch::Contains("token id -1 is outside the vocabulary [0, 40)"));
+  bad = at::tensor(std::vector<int64_t>{3, 40}).view({1, 2});
+  REQUIRE_THROWS_WITH(m->forward(bad), Catch::Contains("token id 40 is outside the vocabulary [0, 40)"));
+  REQUIRE_THROWS_WITH(KVCache(2, 1, 2, 8, int64_t{1} << 60, at::TensorOptions().dtype(at::kFloat)),
+                      Catch::Contains("needs") && Catch::Contains("GiB") && Catch::Contains("cannot be allocated"));
+  // Within int64 but beyond any memory (128 TiB): the allocator's refusal comes with the sizes.
+  REQUIRE_THROWS_WITH(KVCache(2, 1, 2, 8, int64_t{1} << 40, at::TensorOptions().dtype(at::kFloat)),
+                      Catch::Contains("2 layers x batch 1 x 2 KV heads x 1099511627776 slots") &&
+                          Catch::Contains("cannot be allocated"));
+  REQUIRE_THROWS_WITH(prefill(*m, std::vector<int64_t>{3, 4}, -1), Catch::Contains("extra_capacity -1"));
 }

@@ -222,3 +222,45 @@ TEST_CASE("tokenizer_config.json fields of the wrong type are errors naming the 
   CHECK(tok.bos_id() == std::optional<int64_t>(10));
   CHECK(tok.chat_template() == std::optional<std::string>("y"));
 }
+
+TEST_CASE("Hand-read tokenizer.json fields of the wrong type are errors naming the component, not parser errors",
+          "[tokenizer]") {
+  // Each of these escaped as a raw nlohmann exception (exit 1, no file named).
+  auto j = small_tokenizer();
+  j["normalizer"] = {{"type", "Sequence"}};  // no "normalizers"
+  CHECK_THAT(load_error_json(j), Contains("test.json: normalizer Sequence") && Contains("'normalizers' must be an array"));
+
+  auto with_template = [](nlohmann::json special) {
+    auto t = small_tokenizer();
+    t["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", "<eos>:0 $A:0"},
+                           {"pair", "$A $B"},
+                           {"special_tokens", {{"<eos>", std::move(special)}}}};
+    return t;
+  };
+  CHECK_THAT(load_error_json(with_template({{"id", "<eos>"}, {"ids", {"x"}}, {"tokens", {"<eos>"}}})),
+             Contains("special_tokens['<eos>'].ids[0]' must be an integer, got string"));
+  CHECK_THAT(load_error_json(with_template({{"id", "<eos>"}, {"ids", {2.5}}, {"tokens", {"<eos>"}}})),
+             Contains("special_tokens['<eos>'].ids[0]' must be an integer"));
+  CHECK_THAT(load_error_json(with_template({{"id", "<eos>"}, {"ids", {-3}}, {"tokens", {"<eos>"}}})),
+             Contains("ids[0] is -3, not a token id"));
+  CHECK_THAT(load_error_json(with_template("ids")), Contains("special_tokens['<eos>'] has no 'ids' array"));
+  // The working form, for contrast.
+  const auto ok = Tokenizer::from_json(with_template({{"id", "<eos>"}, {"ids", {10}}, {"tokens", {"<eos>"}}}),
+                                       nlohmann::json::object());
+  CHECK(ok.encode("hello", true) == std::vector<int64_t>{10, 7});
+
+  auto list_form = small_tokenizer();
+  list_form["post_processor"] = {{"type", "TemplateProcessing"}, {"single", {7, 8}}, {"special_tokens", nlohmann::json::object()}};
+  CHECK_THAT(load_error_json(list_form), Contains("template piece 7 is not an object"));
+}
+
+TEST_CASE("Error messages quote at most a short excerpt of a huge or non-UTF-8 value", "[tokenizer]") {
+  auto j = small_tokenizer();
+  j["normalizer"] = {{"type", "Replace"}, {"pattern", std::vector<int>(100000, 7)}, {"content", "x"}};
+  const std::string message = load_error_json(j);
+  CHECK_THAT(message, Contains("characters)"));
+  CHECK(message.size() < 400);
+  // A string that is not UTF-8 cannot be dumped by nlohmann's default handler (it throws).
+  CHECK(mechlens::io::json_excerpt(nlohmann::json(std::string("a\xff" "b"))).find('a') != std::string::npos);
+}

@@ -147,7 +147,7 @@ inline std::vector<size_t> shuffled_sources(size_t n, uint64_t seed) {
 struct KvTransferOptions {
   Role source = Role::Recursive;      ///< which prompt of the source pair gives its cache
   std::optional<LayerRange> layers;   ///< default: all layers
-  Align align = Align::Right;
+  Align align = Align::Exact;         ///< interventions/align.hpp; the DEC7 programs pass Right
   bool rerotate = false;
   std::vector<int64_t> from_end;      ///< copy only these slots (distance from the end, 1 = last)
   std::vector<int64_t> from_start;    ///< ... and these (index from the start, 0 = first)
@@ -234,7 +234,7 @@ inline std::vector<std::string> patch_hooks(PatchSite site, LayerRange layers) {
 /// tokens are replaced by the source prompt's (same pair), row-aligned. The patch acts in the
 /// prefill forward only; decoding runs unpatched on the cache that pass wrote.
 inline Condition single_pass_patch(std::string name, Role target, Role source, PatchSite site, LayerRange layers,
-                                   const ModelConfig& cfg, Align align = Align::Right) {
+                                   const ModelConfig& cfg, Align align = Align::Exact) {
   layers.check(cfg.n_layers(), "patch layers");
   Condition c;
   c.name = std::move(name);

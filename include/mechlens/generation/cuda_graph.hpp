@@ -68,6 +68,7 @@ class CudaGraphStep {
     opt.positions = position_;
     opt.last_position_only = true;
     opt.step = 1;
+    opt.allow_long_context = true;  // decode checked the generation's length against the context
     return detail::StaticStep::run(model_, token_, opt, slot_).select(1, 0);
   }
 

@@ -40,7 +40,27 @@ struct GenerationOptions {
   /// On CUDA, capture the decoding step as a CUDA graph and replay it (used only for a fused model
   /// with no hook attached; results equal the eager steps').
   bool use_cuda_graph = true;
+  /// Decode past the model's context (max_position_embeddings): refused by default, since
+  /// positions there were never trained (ForwardOptions::allow_long_context).
+  bool allow_long_context = false;
 };
+
+namespace detail {
+/// Refuses a generation whose prompt (`held` cache slots + the pending token) plus new tokens
+/// exceeds the model's context, before anything is allocated for it.
+inline void check_generation_length(const ModelImpl& model, int64_t held, const GenerationOptions& options,
+                                    const char* who) {
+  MECHLENS_CHECK(options.max_new_tokens >= 0, ArgumentError, "{}: max_new_tokens {} is negative", who,
+                 options.max_new_tokens);
+  if (options.allow_long_context) return;
+  const int64_t context = model.config().max_position_embeddings;
+  // Compared without overflow: max_new_tokens may be anything up to 2^63 - 1.
+  MECHLENS_CHECK(options.max_new_tokens <= context && held + options.max_new_tokens <= context, ArgumentError,
+                 "{}: a prompt of {} tokens + max_new_tokens {} exceeds the model's context of {} "
+                 "(max_position_embeddings in config.json); lower max_new_tokens or set allow_long_context",
+                 who, held + 1, options.max_new_tokens, context);
+}
+}  // namespace detail
 
 struct GenerationResult {
   /// Per row: the new tokens, up to and including a stop token (none after it).
@@ -54,8 +74,7 @@ struct GenerationResult {
 /// Decodes up to max_new_tokens tokens per row from `state` (which it advances).
 inline GenerationResult decode(ModelImpl& model, PromptState& state, const GenerationOptions& options) {
   at::NoGradGuard no_grad;
-  MECHLENS_CHECK(options.max_new_tokens >= 0, ArgumentError, "decode: max_new_tokens {} is negative",
-                 options.max_new_tokens);
+  detail::check_generation_length(model, state.cache.length(), options, "decode");
   const int64_t b = state.batch(), steps = options.max_new_tokens;
   const auto dev = model.device();
   std::vector<int64_t> stops = options.stop_tokens;
@@ -83,6 +102,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
     opt.positions = position;
     opt.step = step + 1;
     opt.last_position_only = true;
+    opt.allow_long_context = options.allow_long_context;
     return model.forward(token, opt).select(1, 0);
   };
   auto loop = [&](const std::function<at::Tensor(int64_t)>& run_step) {
@@ -152,7 +172,10 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
 /// prefill + decode for a batch of prompts.
 inline GenerationResult generate(ModelImpl& model, const std::vector<std::vector<int64_t>>& prompts,
                                  const GenerationOptions& options) {
-  PromptState state = prefill(model, prompts, options.max_new_tokens);
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()) - 1);
+  detail::check_generation_length(model, longest, options, "generate");
+  PromptState state = prefill(model, prompts, options.max_new_tokens, nullptr, options.allow_long_context);
   return decode(model, state, options);
 }
 

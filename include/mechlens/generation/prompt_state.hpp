@@ -19,6 +19,8 @@
 
 namespace mechlens {
 
+/// Move-only, like its KVCache: decoding advances the state in place, so two copies sharing one
+/// cache would corrupt each other. clone() gives an independent one (to decode it twice).
 struct PromptState {
   KVCache cache;           ///< every prompt token but the last
   at::Tensor pending;      ///< [batch] int64: each row's last prompt token, fed first by decode()
@@ -26,6 +28,15 @@ struct PromptState {
   std::vector<std::vector<int64_t>> prompts;  ///< the prompt ids, for records
 
   int64_t batch() const { return pending.size(0); }
+  /// A deep copy; `capacity` as KVCache::clone.
+  PromptState clone(int64_t capacity = 0) const {
+    PromptState s;
+    s.cache = cache.clone(capacity);
+    s.pending = pending.clone();
+    s.position = position.clone();
+    s.prompts = prompts;
+    return s;
+  }
 };
 
 namespace detail {
@@ -43,11 +54,15 @@ inline void check_prompts(const std::vector<std::vector<int64_t>>& prompts, int6
 /// Prefills each prompt over all its tokens but the last into one cache (left-padded batch),
 /// reserving `extra_capacity` more slots (decode() needs max_new_tokens).
 /// An optional `prefix` cache (batch 1 or the same batch) is copied first and the prompts
-/// continue after it: positions start at the prefix's length (KV prefix memory, DESIGN.md).
+/// continue after it: positions start at the prefix's length (KV prefix memory, docs/kv-cache-and-generation.md).
+/// Prompts longer than the model's context are refused unless `allow_long_context`.
 inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64_t>>& prompts, int64_t extra_capacity,
-                           const KVCache* prefix = nullptr) {
+                           const KVCache* prefix = nullptr, bool allow_long_context = false) {
   at::NoGradGuard no_grad;
   detail::check_prompts(prompts, model.config().vocab_size);
+  MECHLENS_CHECK(extra_capacity >= 0 && extra_capacity <= (int64_t{1} << 40), ArgumentError,
+                 "prefill: extra_capacity {} is outside [0, 2^40] (it reserves cache slots for max_new_tokens)",
+                 extra_capacity);
   const int64_t b = static_cast<int64_t>(prompts.size());
   int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()) - 1);
@@ -96,6 +111,7 @@ inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64
     opt.cache = &state.cache;
     opt.step = 0;
     opt.last_position_only = true;
+    opt.allow_long_context = allow_long_context;
     opt.positions = ((live.to(at::kLong).cumsum(1) - 1).clamp_min(0) + offset).to(dev);
     if (padded) opt.attention_mask = live.to(dev);
     model.forward(ids.to(dev), opt);
@@ -106,12 +122,13 @@ inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64
 }
 
 inline PromptState prefill(ModelImpl& model, const std::vector<int64_t>& prompt, int64_t extra_capacity,
-                           const KVCache* prefix = nullptr) {
-  return prefill(model, std::vector<std::vector<int64_t>>{prompt}, extra_capacity, prefix);
+                           const KVCache* prefix = nullptr, bool allow_long_context = false) {
+  return prefill(model, std::vector<std::vector<int64_t>>{prompt}, extra_capacity, prefix, allow_long_context);
 }
 
 /// Runs every token of `prompt` (none pending) into a new cache: the source of a KV prefix.
-inline KVCache encode_prompt(ModelImpl& model, const std::vector<int64_t>& prompt, int64_t extra_capacity = 0) {
+inline KVCache encode_prompt(ModelImpl& model, const std::vector<int64_t>& prompt, int64_t extra_capacity = 0,
+                             bool allow_long_context = false) {
   at::NoGradGuard no_grad;
   detail::check_prompts({prompt}, model.config().vocab_size);
   const int64_t n = static_cast<int64_t>(prompt.size());
@@ -120,6 +137,7 @@ inline KVCache encode_prompt(ModelImpl& model, const std::vector<int64_t>& promp
   opt.cache = &cache;
   opt.step = 0;
   opt.last_position_only = true;
+  opt.allow_long_context = allow_long_context;
   model.forward(at::tensor(prompt, at::TensorOptions().dtype(at::kLong)).view({1, n}).to(model.device()), opt);
   return cache;
 }

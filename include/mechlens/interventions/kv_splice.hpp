@@ -20,7 +20,7 @@
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
 #include "mechlens/core/shape.hpp"
-#include "mechlens/interventions/patch.hpp"
+#include "mechlens/interventions/align.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/model_config.hpp"
 #include "mechlens/models/rotary.hpp"
@@ -32,7 +32,8 @@ struct SpliceOptions {
   std::optional<LayerRange> layers;
   /// KV heads to copy; default: all.
   IndexSet kv_heads;
-  /// How source slots map onto target slots when the lengths differ.
+  /// How source slots map onto target slots (interventions/align.hpp); Exact refuses caches of
+  /// different lengths.
   Align align = Align::Exact;
   /// Explicit (target slot, source slot) pairs; overrides `align`.
   std::vector<std::pair<int64_t, int64_t>> slot_map;

@@ -25,6 +25,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
+#include "mechlens/interventions/align.hpp"
 #include "mechlens/interventions/kv_splice.hpp"
 #include "mechlens/interventions/patch.hpp"
 #include "mechlens/models/kv_cache.hpp"
@@ -34,7 +35,7 @@ namespace mechlens {
 
 struct RowSpliceOptions {
   std::optional<LayerRange> layers;  ///< default: all
-  Align align = Align::Right;
+  Align align = Align::Exact;  ///< interventions/align.hpp; rows of different lengths need Left or Right
   /// Copy only target slots at these distances from the row's end (1 = last prefilled slot);
   /// empty = every aligned slot.
   std::vector<int64_t> from_end;

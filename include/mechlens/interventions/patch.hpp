@@ -18,20 +18,10 @@
 
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/intervention.hpp"
+#include "mechlens/interventions/align.hpp"
 #include "mechlens/interventions/detail/selection_mask.hpp"
 
 namespace mechlens {
-
-enum class Align { Exact, Left, Right };
-
-inline std::string align_name(Align a) { return a == Align::Left ? "left" : a == Align::Right ? "right" : "exact"; }
-
-inline Align parse_align(const std::string& s) {
-  if (s == "left") return Align::Left;
-  if (s == "right") return Align::Right;
-  if (s == "exact" || s.empty()) return Align::Exact;
-  detail::raise<ArgumentError>("unknown alignment '{}' (expected left or right)", s);
-}
 
 namespace detail {
 

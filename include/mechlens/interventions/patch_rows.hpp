@@ -31,7 +31,7 @@ namespace mechlens {
 /// `n_target[r]` are the real tokens of row r (left padding before them).
 /// Like patch(), it reads a snapshot of `source_cache` taken here.
 inline Intervention patch_rows(const std::vector<std::string>& names, const ActivationCache& source_cache,
-                              std::vector<int64_t> n_source, std::vector<int64_t> n_target, Align align = Align::Right) {
+                              std::vector<int64_t> n_source, std::vector<int64_t> n_target, Align align = Align::Exact) {
   const ActivationCache source = source_cache.snapshot();
   MECHLENS_CHECK(align != Align::Exact || n_source == n_target, ArgumentError,
                  "patch_rows: source and target prompts differ in length; choose an alignment (left or right)");

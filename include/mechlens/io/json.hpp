@@ -2,8 +2,6 @@
 /// \file
 /// Reading JSON files with errors that name the file and the key.
 
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <string_view>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/io/read_file.hpp"
 
 namespace mechlens::io {
 
@@ -56,11 +55,20 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& where
 /// Parses the JSON file at `path`. Throws IoError when it cannot be read and FormatError (naming
 /// the file and the parser's position) when it is not valid JSON (parse_json).
 inline nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MECHLENS_CHECK(in.good(), IoError, "cannot open JSON file '{}'", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return parse_json(buffer.str(), "'" + path + "'");
+  return parse_json(read_file(path, "JSON file"), "'" + path + "'");
+}
+
+/// `value` as JSON text for an error message: at most `max_chars` characters (a long value is cut
+/// and its length said), invalid UTF-8 in strings replaced rather than thrown on.
+inline std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars = 80) {
+  std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (text.size() <= max_chars) return text;
+  const std::size_t total = text.size();
+  text.resize(max_chars);
+  // Do not end inside a UTF-8 sequence.
+  while (!text.empty() && (static_cast<unsigned char>(text.back()) & 0xC0) == 0x80) text.pop_back();
+  if (!text.empty() && (static_cast<unsigned char>(text.back()) & 0x80)) text.pop_back();
+  return text + "... (" + std::to_string(total) + " characters)";
 }
 
 /// `value` (the field `key` of `where`) as T. Integer types take only JSON integers (64.9 is not
@@ -70,10 +78,10 @@ template <class T>
 T json_as(const nlohmann::json& value, const std::string& key, const std::string& where) {
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     MECHLENS_CHECK(value.is_number_integer(), ConfigError, "{}: field '{}' must be an integer, got {} {}", where, key,
-                   value.type_name(), value.is_number() ? value.dump() : std::string());
+                   value.type_name(), value.is_number() ? json_excerpt(value) : std::string());
     if constexpr (std::is_unsigned_v<T>)
       MECHLENS_CHECK(value.is_number_unsigned() || value.get<int64_t>() >= 0, ConfigError, "{}: field '{}' must be a non-negative integer, got {}",
-                     where, key, value.dump());
+                     where, key, json_excerpt(value));
   }
   try {
     return value.get<T>();

@@ -29,6 +29,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/read_file.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "mechlens writes .npy data in the host's byte order, declared little-endian");
@@ -237,12 +238,11 @@ inline void save_npy(const std::string& path, const at::Tensor& tensor) {
 /// for files stored in Fortran order). NotFoundError when it does not exist, FormatError (naming
 /// the file and the problem) for a malformed or unsupported file.
 inline at::Tensor load_npy(const std::string& path) {
+  std::error_code ec;
+  MECHLENS_CHECK(std::filesystem::exists(path, ec), NotFoundError, "npy: file '{}' does not exist", path);
+  regular_file_size(path, "npy file");  // a FIFO or device is refused before it is opened
   std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) {
-    std::error_code ec;
-    MECHLENS_CHECK(std::filesystem::exists(path, ec), NotFoundError, "npy: file '{}' does not exist", path);
-    detail::raise<IoError>("npy: cannot open '{}'", path);
-  }
+  if (!in) detail::raise<IoError>("npy: cannot open '{}'", path);
   const auto file_size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
 

@@ -7,6 +7,10 @@
 ///
 /// Layout: keys and values are one tensor each, [layers, batch, kv_heads, capacity, d_head];
 /// `keys(l)` is a view of the first `length()` slots of layer l.
+///
+/// A KVCache is move-only: a copy would share the tensors but not the length, so two "caches"
+/// would write each other's slots while disagreeing on what they hold. `clone()` makes an
+/// independent deep copy; `std::move` hands one over.
 
 #include <cstdint>
 #include <string>
@@ -22,15 +26,38 @@ namespace mechlens {
 class KVCache {
  public:
   KVCache() = default;
+  KVCache(const KVCache&) = delete;
+  KVCache& operator=(const KVCache&) = delete;
+  KVCache(KVCache&&) noexcept = default;
+  KVCache& operator=(KVCache&&) noexcept = default;
+  /// Sizes that cannot be allocated are an ArgumentError with the bytes they need (the
+  /// allocator's own message follows), never an overflow or a bare allocator error.
   KVCache(int64_t layers, int64_t batch, int64_t kv_heads, int64_t d_head, int64_t capacity,
-          const at::TensorOptions& options)
-      : keys_(at::zeros({layers, batch, kv_heads, capacity, d_head}, options)),
-        values_(at::zeros({layers, batch, kv_heads, capacity, d_head}, options)),
-        positions_(at::zeros({batch, capacity}, options.dtype(at::kLong))),
-        valid_(at::zeros({batch, capacity}, options.dtype(at::kBool))) {
+          const at::TensorOptions& options) {
     MECHLENS_CHECK(layers > 0 && batch > 0 && kv_heads > 0 && d_head > 0 && capacity > 0, ArgumentError,
                    "KVCache: sizes must be positive (layers {}, batch {}, kv_heads {}, d_head {}, capacity {})",
                    layers, batch, kv_heads, d_head, capacity);
+    const double bytes = 2.0 * static_cast<double>(layers) * static_cast<double>(batch) *
+                         static_cast<double>(kv_heads) * static_cast<double>(capacity) * static_cast<double>(d_head) *
+                         static_cast<double>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
+    auto refuse = [&](const std::string& why) {
+      detail::raise<ArgumentError>(
+          "KVCache: {} layers x batch {} x {} KV heads x {} slots x d_head {} needs {:.3g} GiB for keys and values "
+          "on {}, which cannot be allocated{}",
+          layers, batch, kv_heads, capacity, d_head, bytes / (1024.0 * 1024.0 * 1024.0), options.device().str(), why);
+    };
+    if (bytes > 9.0e18) refuse("");  // beyond any address space (and int64 element counts)
+    try {
+      keys_ = at::zeros({layers, batch, kv_heads, capacity, d_head}, options);
+      values_ = at::zeros({layers, batch, kv_heads, capacity, d_head}, options);
+      positions_ = at::zeros({batch, capacity}, options.dtype(at::kLong));
+      valid_ = at::zeros({batch, capacity}, options.dtype(at::kBool));
+    } catch (const c10::Error& e) {
+      const std::string what = e.what_without_backtrace();
+      refuse(": " + what.substr(0, what.find('\n')));
+    } catch (const std::bad_alloc&) {
+      refuse(" (out of host memory)");
+    }
   }
   /// A cache shaped for `config`, in the dtype and device of `options`.
   static KVCache for_model(const ModelConfig& config, int64_t batch, int64_t capacity, const at::TensorOptions& options) {
@@ -69,6 +96,8 @@ class KVCache {
   /// Makes room for `count` more slots: grows the storage (a copy) only when the capacity is
   /// exceeded. Generation reserves prompt + max_new_tokens up front, so decoding never grows it.
   void reserve(int64_t count) {
+    MECHLENS_CHECK(count >= 0 && count <= (int64_t{1} << 40), ArgumentError,
+                   "KVCache::reserve: {} more slots is outside [0, 2^40]", count);
     const int64_t need = length_ + count;
     if (need <= capacity()) return;
     const int64_t cap = std::max(need, 2 * capacity());

@@ -16,6 +16,7 @@
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/shape.hpp"
 #include "mechlens/core/torch_compat.hpp"
+#include "mechlens/core/warning.hpp"
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/safetensors.hpp"
 #include "mechlens/models/model.hpp"
@@ -40,10 +41,11 @@ inline void read_generation_config(const std::string& dir, ModelConfig& cfg) {
   const std::string path = dir + "/generation_config.json";
   if (!file_exists(path)) return;
   auto j = io::read_json_file(path);
-  for (int64_t id : read_token_ids(j, "eos_token_id"))
+  MECHLENS_CHECK(j.is_object(), ConfigError, "'{}': expected a JSON object, got {}", path, j.type_name());
+  for (int64_t id : read_token_ids(j, "eos_token_id", cfg.vocab_size, "'" + path + "'"))
     if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), id) == cfg.eos_token_ids.end())
       cfg.eos_token_ids.push_back(id);
-  auto bos = read_token_ids(j, "bos_token_id");
+  auto bos = read_token_ids(j, "bos_token_id", cfg.vocab_size, "'" + path + "'");
   if (!bos.empty() && !cfg.bos_token_id) cfg.bos_token_id = bos.front();
 }
 
@@ -60,6 +62,8 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
   at::NoGradGuard no_grad;
   std::set<std::string> wanted;
   std::vector<std::string> missing;
+  std::vector<at::Tensor> finite;  // per tensor, on its device: one sync for all of them below
+  std::vector<std::string> finite_keys;
   for (auto& item : model.named_parameters(/*recurse=*/true)) {
     const std::string& key = item.key();
     wanted.insert(key);
@@ -73,9 +77,21 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
                    "checkpoint '{}': tensor '{}' has shape {} but the model (from config.json) expects {}",
                    checkpoint.dir(), key, shape_str(src.sizes()), shape_str(dst.sizes()));
     dst.copy_(src);
+    finite.push_back(at::isfinite(dst).all());
+    finite_keys.push_back(key);
   }
   MECHLENS_CHECK(missing.empty(), FormatError, "checkpoint '{}' lacks {} tensor(s) the model needs, e.g. '{}'",
                  checkpoint.dir(), missing.size(), missing.empty() ? "" : missing.front());
+  // transformers loads NaN / Inf weights as they are; so does mechlens, but it says so.
+  if (!finite.empty()) {
+    at::Tensor ok = at::stack(finite).cpu();
+    const bool* flags = ok.data_ptr<bool>();
+    for (size_t i = 0; i < finite_keys.size(); ++i)
+      if (!flags[i])
+        warn("checkpoint '{}': tensor '{}' holds NaN or Inf values (loaded as they are; every output that depends "
+             "on it will be NaN)",
+             checkpoint.dir(), finite_keys[i]);
+  }
   std::vector<std::string> extra;
   for (const auto& key : checkpoint.keys())
     if (!wanted.count(key) && !detail::ignorable_extra_key(key, model.config())) extra.push_back(key);

@@ -55,6 +55,9 @@ struct ForwardOptions {
   /// Let blocks with no active hook run in the fast engine (models/fast_engine.hpp; only when the
   /// model is fused). false: every block takes its readable path (for comparisons and debugging).
   bool fast_engine = true;
+  /// Run past the model's context (config.json's max_position_embeddings): positions there were
+  /// never trained, so a forward whose cache slots + new tokens exceed it is an error by default.
+  bool allow_long_context = false;
 };
 
 namespace detail {
@@ -166,6 +169,14 @@ class ModelImpl : public torch::nn::Module {
                    shape_str(ids.sizes()));
     const int64_t b = ids.size(0), p = ids.size(1);
     MECHLENS_CHECK(p > 0, ShapeError, "Model::forward: no tokens (ids shape {})", shape_str(ids.sizes()));
+    if (ids.device().is_cpu() && ids.numel() > 0) {
+      // Ids from the host are checked here (a device tensor would cost a sync per step; decode's
+      // own tokens come from the sampler, inside the vocabulary by construction).
+      const auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+      MECHLENS_CHECK(lo >= 0 && hi < cfg_.vocab_size, ArgumentError,
+                     "Model::forward: token id {} is outside the vocabulary [0, {})", lo < 0 ? lo : hi,
+                     cfg_.vocab_size);
+    }
     at::Tensor token_ids = ids.to(options_.device(), at::kLong);
     at::Tensor live;  // [b, p] bool, undefined when nothing is padded
     if (opt.attention_mask.defined()) {
@@ -180,6 +191,14 @@ class ModelImpl : public torch::nn::Module {
                    "Model::forward: positions have shape {} but ids have shape {}", shape_str(positions.sizes()),
                    shape_str(ids.sizes()));
     if (opt.cache) check_cache(*opt.cache, b);
+    if (!opt.allow_long_context) {
+      const int64_t held = opt.cache ? opt.cache->length() : 0;
+      MECHLENS_CHECK(held + p <= cfg_.max_position_embeddings, ArgumentError,
+                     "Model::forward: {} tokens ({} in the KV cache + {} new) exceed the model's context of {} "
+                     "(max_position_embeddings in config.json); positions past it were never trained (set "
+                     "ForwardOptions::allow_long_context to run anyway)",
+                     held + p, held, p, cfg_.max_position_embeddings);
+    }
     MECHLENS_CHECK(opt.stop_after_layer < cfg_.n_layers(), ArgumentError,
                    "Model::forward: stop_after_layer {} but the model has {} layers", opt.stop_after_layer,
                    cfg_.n_layers());

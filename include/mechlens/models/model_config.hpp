@@ -5,6 +5,7 @@
 /// settings are read in both forms transformers has used: the classic top-level `rope_theta`
 /// + `rope_scaling` (as Meta-Llama-3.1 ships) and the newer `rope_parameters`.
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -61,12 +62,50 @@ struct ModelConfig {
 };
 
 namespace detail {
-inline std::vector<int64_t> read_token_ids(const nlohmann::json& j, const std::string& key) {
+/// `key` of `j`: one token id or a list of them (absent or null: none). Each must be a JSON
+/// integer in [0, vocab_size); `where` names the file.
+inline std::vector<int64_t> read_token_ids(const nlohmann::json& j, const std::string& key, int64_t vocab_size,
+                                           const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return {};
-  if (it->is_array()) return it->get<std::vector<int64_t>>();
-  return {it->get<int64_t>()};
+  std::vector<int64_t> ids;
+  auto one = [&](const nlohmann::json& v, const std::string& name) {
+    const auto id = io::json_as<int64_t>(v, name, where);
+    MECHLENS_CHECK(id >= 0 && id < vocab_size, ConfigError,
+                   "{}: field '{}' is token id {}, outside the vocabulary [0, {})", where, name, id, vocab_size);
+    ids.push_back(id);
+  };
+  if (it->is_array()) {
+    for (size_t i = 0; i < it->size(); ++i) one((*it)[i], key + "[" + std::to_string(i) + "]");
+  } else {
+    one(*it, key);
+  }
+  return ids;
 }
+
+/// A finite double field that must be positive (rope_theta, rms_norm_eps, rope factors).
+inline double positive_field(double v, const std::string& key, const std::string& where) {
+  MECHLENS_CHECK(std::isfinite(v) && v > 0, ConfigError, "{}: field '{}' must be a positive finite number, got {}",
+                 where, key, v);
+  return v;
+}
+
+/// A rotary settings field that must be an object when present (a string would be ignored).
+inline bool object_field(const nlohmann::json& j, const std::string& key, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return false;
+  MECHLENS_CHECK(it->is_object(), ConfigError, "{}: field '{}' must be an object, got {}", where, key,
+                 it->type_name());
+  return true;
+}
+
+// Bounds on config sizes, checked before anything is allocated. Far above every released
+// Llama-family model (Llama-3.1-405B: 126 layers, d_model 16384, d_mlp 53248, vocab 128256).
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxWidth = int64_t{1} << 20;          // hidden, intermediate, head_dim
+inline constexpr int64_t kMaxHeads = int64_t{1} << 16;
+inline constexpr int64_t kMaxVocab = int64_t{1} << 24;
+inline constexpr double kMaxParameters = 1e13;                   // 10 T
 }  // namespace detail
 
 inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& where) {
@@ -88,11 +127,26 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
                  ConfigError, "{}: sizes must be positive (hidden_size {}, num_attention_heads {}, "
                  "num_hidden_layers {}, vocab_size {}, intermediate_size {})", where, c.hidden_size,
                  c.num_attention_heads, c.num_hidden_layers, c.vocab_size, c.intermediate_size);
+  {
+    auto bound = [&](const char* key, int64_t v, int64_t max) {
+      MECHLENS_CHECK(v <= max, ConfigError, "{}: field '{}' is {}, above the {} mechlens accepts (a corrupt config?)",
+                     where, key, v, max);
+    };
+    bound("num_hidden_layers", c.num_hidden_layers, detail::kMaxLayers);
+    bound("hidden_size", c.hidden_size, detail::kMaxWidth);
+    bound("intermediate_size", c.intermediate_size, detail::kMaxWidth);
+    bound("num_attention_heads", c.num_attention_heads, detail::kMaxHeads);
+    bound("num_key_value_heads", c.num_key_value_heads, detail::kMaxHeads);
+    bound("vocab_size", c.vocab_size, detail::kMaxVocab);
+  }
   MECHLENS_CHECK(c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0,
                  ConfigError, "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                  where, c.num_attention_heads, c.num_key_value_heads);
   if (j.contains("head_dim") && !j["head_dim"].is_null()) {
     c.head_dim = io::json_required<int64_t>(j, "head_dim", where);
+    MECHLENS_CHECK(c.head_dim > 0 && c.head_dim <= detail::kMaxWidth, ConfigError,
+                   "{}: field 'head_dim' is {}, expected a positive size up to {}", where, c.head_dim,
+                   detail::kMaxWidth);
   } else {
     MECHLENS_CHECK(c.hidden_size % c.num_attention_heads == 0, ConfigError,
                    "{}: no head_dim and hidden_size ({}) is not a multiple of num_attention_heads ({})",
@@ -101,12 +155,27 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
   }
   MECHLENS_CHECK(c.head_dim % 2 == 0, ConfigError, "{}: head_dim ({}) must be even for rotary embeddings",
                  where, c.head_dim);
-  c.rms_norm_eps = io::json_optional<double>(j, "rms_norm_eps", 1e-6, where);
+  {
+    // Parameters of the model (embedding, unembedding, attention, MLP, norms), before any allocation.
+    const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.num_attention_heads * c.head_dim),
+                 kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
+    const double per_layer = d * (q + 2 * kv) + q * d + 3 * d * static_cast<double>(c.intermediate_size) + 2 * d;
+    const double total = 2 * static_cast<double>(c.vocab_size) * d + static_cast<double>(c.num_hidden_layers) * per_layer;
+    MECHLENS_CHECK(total <= detail::kMaxParameters, ConfigError,
+                   "{}: these sizes describe a model of {:.3g} parameters, above the {:.0e} mechlens accepts (a corrupt "
+                   "config?)", where, total, detail::kMaxParameters);
+  }
+  c.rms_norm_eps = detail::positive_field(io::json_optional<double>(j, "rms_norm_eps", 1e-6, where), "rms_norm_eps", where);
   c.tie_word_embeddings = io::json_optional<bool>(j, "tie_word_embeddings", false, where);
   c.attention_bias = io::json_optional<bool>(j, "attention_bias", c.model_type == "qwen2", where);
   c.max_position_embeddings = io::json_optional<int64_t>(j, "max_position_embeddings", 4096, where);
+  MECHLENS_CHECK(c.max_position_embeddings > 0, ConfigError,
+                 "{}: field 'max_position_embeddings' must be positive, got {}", where, c.max_position_embeddings);
   if (c.model_type == "mistral") {
+    // null (Mistral v0.2 on) or absent: full attention. 0 is read the same way.
     auto w = io::json_optional<int64_t>(j, "sliding_window", 0, where);
+    MECHLENS_CHECK(w >= 0, ConfigError, "{}: field 'sliding_window' must be a positive window (or null), got {}",
+                   where, w);
     if (w > 0) c.sliding_window = w;
   }
   if (c.model_type == "qwen2") {
@@ -135,8 +204,8 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
                      where, i, t.substr(0, 40), want, c.sliding_window ? std::to_string(*c.sliding_window) : "none");
     }
   }
-  c.eos_token_ids = detail::read_token_ids(j, "eos_token_id");
-  auto bos = detail::read_token_ids(j, "bos_token_id");
+  c.eos_token_ids = detail::read_token_ids(j, "eos_token_id", c.vocab_size, where);
+  auto bos = detail::read_token_ids(j, "bos_token_id", c.vocab_size, where);
   if (!bos.empty()) c.bos_token_id = bos.front();
   c.torch_dtype = io::json_optional<std::string>(j, "torch_dtype",
                                                  io::json_optional<std::string>(j, "dtype", "float32", where), where);
@@ -144,14 +213,16 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
   // Rotary: `rope_parameters` (new form) wins; else `rope_theta` + `rope_scaling` (classic form).
   nlohmann::json rope = nlohmann::json::object();
   std::string rope_where = where;
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+  if (detail::object_field(j, "rope_parameters", where)) {
     rope = j["rope_parameters"];
     rope_where = where + " rope_parameters";
-    c.rope.theta = io::json_optional<double>(rope, "rope_theta",
-                                             io::json_optional<double>(j, "rope_theta", 10000.0, where), rope_where);
+    c.rope.theta = detail::positive_field(
+        io::json_optional<double>(rope, "rope_theta", io::json_optional<double>(j, "rope_theta", 10000.0, where),
+                                  rope_where),
+        "rope_theta", rope_where);
   } else {
-    c.rope.theta = io::json_optional<double>(j, "rope_theta", 10000.0, where);
-    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    c.rope.theta = detail::positive_field(io::json_optional<double>(j, "rope_theta", 10000.0, where), "rope_theta", where);
+    if (detail::object_field(j, "rope_scaling", where)) {
       rope = j["rope_scaling"];
       rope_where = where + " rope_scaling";
     }
@@ -163,12 +234,23 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
                  "{}: rope type '{}' is not supported (mechlens knows default, linear and llama3)",
                  rope_where, type);
   c.rope.type = type;
-  if (type == "linear" || type == "llama3") c.rope.factor = io::json_required<double>(rope, "factor", rope_where);
+  if (type == "linear" || type == "llama3")
+    c.rope.factor = detail::positive_field(io::json_required<double>(rope, "factor", rope_where), "factor", rope_where);
   if (type == "llama3") {
-    c.rope.low_freq_factor = io::json_required<double>(rope, "low_freq_factor", rope_where);
-    c.rope.high_freq_factor = io::json_required<double>(rope, "high_freq_factor", rope_where);
+    c.rope.low_freq_factor = detail::positive_field(io::json_required<double>(rope, "low_freq_factor", rope_where),
+                                                    "low_freq_factor", rope_where);
+    c.rope.high_freq_factor = detail::positive_field(io::json_required<double>(rope, "high_freq_factor", rope_where),
+                                                     "high_freq_factor", rope_where);
+    // transformers' llama3 formula divides by (high_freq_factor - low_freq_factor).
+    MECHLENS_CHECK(c.rope.high_freq_factor > c.rope.low_freq_factor, ConfigError,
+                   "{}: llama3 rope needs high_freq_factor > low_freq_factor (got {} and {}); the smoothing between "
+                   "them divides by their difference",
+                   rope_where, c.rope.high_freq_factor, c.rope.low_freq_factor);
     c.rope.original_max_position_embeddings =
         io::json_required<int64_t>(rope, "original_max_position_embeddings", rope_where);
+    MECHLENS_CHECK(c.rope.original_max_position_embeddings > 0, ConfigError,
+                   "{}: field 'original_max_position_embeddings' must be positive, got {}", rope_where,
+                   c.rope.original_max_position_embeddings);
   }
   return c;
 }

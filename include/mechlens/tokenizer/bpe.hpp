@@ -52,7 +52,7 @@ class BpeModel {
       MECHLENS_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0 &&
                          it.value().get<int64_t>() < (int64_t{1} << 31),
                      FormatError, "{}: vocab entry '{}' has id {}, expected a non-negative 32-bit integer", here,
-                     detail::excerpt(it.key()), it.value().dump());
+                     detail::excerpt(it.key()), io::json_excerpt(it.value()));
       const int64_t id = it.value().get<int64_t>();
       m.vocab_.insert(it.key(), static_cast<int32_t>(id));  // JSON object keys are unique
       max_id = std::max(max_id, id);
@@ -99,7 +99,7 @@ class BpeModel {
         b = item[1].get_ref<const std::string&>();
       } else {
         mechlens::detail::raise<FormatError>("{}: merge {} is {}, expected \"a b\" or [\"a\", \"b\"]", here, rank,
-                                             item.dump());
+                                             io::json_excerpt(item));
       }
       const int32_t ia = m.vocab_.find(a), ib = m.vocab_.find(b);
       MECHLENS_CHECK(ia >= 0 && ib >= 0, FormatError,

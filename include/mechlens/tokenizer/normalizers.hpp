@@ -108,7 +108,7 @@ class Pattern {
  public:
   Pattern(const nlohmann::json& j, const std::string& where) {
     MECHLENS_CHECK(j.is_object() && j.size() == 1, ConfigError,
-                   "{}: a pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}, got {}", where, j.dump());
+                   "{}: a pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}, got {}", where, io::json_excerpt(j));
     if (j.contains("String")) {
       literal_ = io::json_required<std::string>(j, "String", where);
     } else if (j.contains("Regex")) {
@@ -222,8 +222,9 @@ inline std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, cons
   const auto type = io::json_required<std::string>(j, "type", where + ": normalizer");
   const std::string here = fmt::format("{}: normalizer {}", where, type);
   if (type == "Sequence") {
+    MECHLENS_CHECK(j.contains("normalizers") && j.at("normalizers").is_array(), FormatError,
+                   "{}: 'normalizers' must be an array", here);
     const auto& list = j.at("normalizers");
-    MECHLENS_CHECK(list.is_array(), FormatError, "{}: 'normalizers' must be an array", here);
     std::vector<std::unique_ptr<Normalizer>> parts;
     for (const auto& item : list) parts.push_back(make_normalizer(item, where));
     return std::make_unique<SequenceNormalizer>(std::move(parts));

@@ -75,9 +75,16 @@ inline std::vector<TemplatePostProcessor::Piece> parse_template(const nlohmann::
     MECHLENS_CHECK(special_tokens.is_object() && special_tokens.contains(name), FormatError,
                    "{}: template uses special token '{}', which is not in 'special_tokens'", where, name);
     const auto& entry = special_tokens.at(name);
-    MECHLENS_CHECK(entry.contains("ids") && entry.at("ids").is_array(), FormatError,
+    MECHLENS_CHECK(entry.is_object() && entry.contains("ids") && entry.at("ids").is_array(), FormatError,
                    "{}: special_tokens['{}'] has no 'ids' array", where, name);
-    return entry.at("ids").get<std::vector<int64_t>>();
+    std::vector<int64_t> ids;
+    const auto& list = entry.at("ids");
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto id = io::json_as<int64_t>(list[i], fmt::format("special_tokens['{}'].ids[{}]", name, i), where);
+      MECHLENS_CHECK(id >= 0, FormatError, "{}: special_tokens['{}'].ids[{}] is {}, not a token id", where, name, i, id);
+      ids.push_back(id);
+    }
+    return ids;
   };
   std::vector<TemplatePostProcessor::Piece> pieces;
   const auto add_item = [&](const std::string& item) {  // "$A", "$A:0", "<s>:0", "$B:1"
@@ -105,6 +112,7 @@ inline std::vector<TemplatePostProcessor::Piece> parse_template(const nlohmann::
   MECHLENS_CHECK(single.is_array(), FormatError, "{}: 'single' must be an array or a string, got {}", where,
                  single.type_name());
   for (const auto& item : single) {
+    MECHLENS_CHECK(item.is_object(), FormatError, "{}: template piece {} is not an object", where, io::json_excerpt(item));
     if (item.contains("Sequence")) {
       const auto id = io::json_required<std::string>(item.at("Sequence"), "id", where);
       MECHLENS_CHECK(id == "A", ConfigError, "{}: single-sequence template refers to sequence '{}', expected A", where,
@@ -114,15 +122,16 @@ inline std::vector<TemplatePostProcessor::Piece> parse_template(const nlohmann::
       pieces.push_back({false, special_ids(io::json_required<std::string>(item.at("SpecialToken"), "id", where))});
     } else {
       mechlens::detail::raise<FormatError>("{}: template piece {} is neither Sequence nor SpecialToken", where,
-                                           item.dump());
+                                           io::json_excerpt(item));
     }
   }
   return pieces;
 }
 
 inline int64_t bert_token_id(const nlohmann::json& j, const std::string& key, const std::string& where) {
-  MECHLENS_CHECK(j.contains(key) && j.at(key).is_array() && j.at(key).size() == 2 && j.at(key)[1].is_number_integer(),
-                 FormatError, "{}: '{}' must be [token, id]", where, key);
+  MECHLENS_CHECK(j.contains(key) && j.at(key).is_array() && j.at(key).size() == 2 && j.at(key)[1].is_number_integer() &&
+                     j.at(key)[1].get<int64_t>() >= 0,
+                 FormatError, "{}: '{}' must be [token, id] with a non-negative integer id", where, key);
   return j.at(key)[1].get<int64_t>();
 }
 

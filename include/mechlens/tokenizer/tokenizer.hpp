@@ -83,9 +83,7 @@ class Tokenizer {
     }
     const fs::path jinja_path = dir / "chat_template.jinja";
     if (fs::exists(jinja_path, ec)) {
-      std::ifstream in(jinja_path, std::ios::binary);
-      MECHLENS_CHECK(in.good(), IoError, "cannot open '{}'", jinja_path.string());
-      config["chat_template"] = std::string(std::istreambuf_iterator<char>(in), {});
+      config["chat_template"] = io::read_file(jinja_path.string(), "chat template");
     }
     Tokenizer t = from_json(io::read_json_file(file.string()), config, file.string(), options);
     t.config_path_ = fs::exists(config_path, ec) ? config_path.string() : std::string();
@@ -385,7 +383,7 @@ class Tokenizer {
     if (v.is_string()) return v.get<std::string>();
     if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
     mechlens::detail::raise<FormatError>("{}: '{}' must be a string or an object with 'content', got {}", where, key,
-                                         v.dump());
+                                         io::json_excerpt(v));
   }
 
   /// "chat_template": "..." or [{"name": "default", "template": "..."}, ...].
