@@ -17,7 +17,7 @@
 #include "mechlens/core/shape.hpp"
 #include "mechlens/core/torch_compat.hpp"
 #include "mechlens/io/json.hpp"
-#include "mechlens/io/safetensors.hpp"
+#include "mechlens/io/hf_checkpoint.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"
 
