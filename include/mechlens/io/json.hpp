@@ -2,15 +2,14 @@
 /// \file
 /// Reading JSON files with errors that name the file and the key.
 
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <type_traits>
 #include <string_view>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/io/read_file.hpp"
 
 namespace mechlens::io {
 
@@ -56,11 +55,7 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& where
 /// Parses the JSON file at `path`. Throws IoError when it cannot be read and FormatError (naming
 /// the file and the parser's position) when it is not valid JSON (parse_json).
 inline nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MECHLENS_CHECK(in.good(), IoError, "cannot open JSON file '{}'", path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return parse_json(buffer.str(), "'" + path + "'");
+  return parse_json(read_file(path, "JSON file"), "'" + path + "'");
 }
 
 /// `value` (the field `key` of `where`) as T. Integer types take only JSON integers (64.9 is not

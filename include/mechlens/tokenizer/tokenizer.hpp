@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +26,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/io/json.hpp"
+#include "mechlens/io/read_file.hpp"
 #include "mechlens/tokenizer/added_vocabulary.hpp"
 #include "mechlens/tokenizer/bpe.hpp"
 #include "mechlens/tokenizer/chat_template.hpp"
@@ -83,9 +83,7 @@ class Tokenizer {
     }
     const fs::path jinja_path = dir / "chat_template.jinja";
     if (fs::exists(jinja_path, ec)) {
-      std::ifstream in(jinja_path, std::ios::binary);
-      MECHLENS_CHECK(in.good(), IoError, "cannot open '{}'", jinja_path.string());
-      config["chat_template"] = std::string(std::istreambuf_iterator<char>(in), {});
+      config["chat_template"] = io::read_file(jinja_path.string());
     }
     Tokenizer t = from_json(io::read_json_file(file.string()), config, file.string(), options);
     t.config_path_ = fs::exists(config_path, ec) ? config_path.string() : std::string();
