@@ -11,6 +11,7 @@
 #include <mechlens/experiments/blind_rating.hpp>
 #include <mechlens/experiments/records.hpp>
 #include <mechlens/experiments/summary.hpp>
+#include <mechlens/io/csv.hpp>
 #include <mechlens/metrics/behaviour.hpp>
 
 #include "experiments_test_support.hpp"
@@ -26,7 +27,7 @@ TEST_CASE("The blind sheet hides conditions and shuffles rows; the key maps ever
   CHECK(e.sheet_csv.find("_kv@") == std::string::npos);  // no condition name
   CHECK(e.sheet_csv.find("toy-0") == std::string::npos);  // no pair id
   std::vector<size_t> lines;
-  const auto rows = metrics::detail::parse_csv(e.sheet_csv, "sheet", lines);
+  const auto rows = mechlens::io::parse_csv(e.sheet_csv, "sheet", lines);
   for (const auto& row : rows) CHECK(row.size() == 3);
   const std::string dir = test::temp_dir("blind");
   std::ofstream(dir + "/key.csv") << e.key_csv;
@@ -53,11 +54,11 @@ TEST_CASE("Imported ratings give the statistics of the scores they carry", "[exp
   std::stringstream buf;
   buf << sheet.rdbuf();
   std::vector<size_t> lines;
-  const auto rows = metrics::detail::parse_csv(buf.str(), "sheet", lines);
+  const auto rows = mechlens::io::parse_csv(buf.str(), "sheet", lines);
   const metrics::KeywordScorer scorer(metrics::Lexicon::recursive_default(), metrics::EmptyTextPolicy::Zero);
   std::string rated = "item,text,rating\n";
   for (size_t i = 1; i < rows.size(); ++i)
-    rated += rows[i][0] + "," + ex::detail::csv_field(rows[i][1]) + "," + fmt::format("{:.17g}", scorer.score(rows[i][1])) + "\n";
+    rated += rows[i][0] + "," + mechlens::io::csv_field(rows[i][1]) + "," + fmt::format("{:.17g}", scorer.score(rows[i][1])) + "\n";
   std::ofstream(dir + "/rated.csv") << rated;
 
   const std::string run = test::temp_dir("rated-run");
@@ -85,7 +86,7 @@ TEST_CASE("Imported ratings give the statistics of the scores they carry", "[exp
   REQUIRE(!blank_item.empty());
   std::string partial = "item,text,rating\n";
   for (size_t i = 1; i < rows.size(); ++i)
-    partial += rows[i][0] + "," + ex::detail::csv_field(rows[i][1]) + "," +
+    partial += rows[i][0] + "," + mechlens::io::csv_field(rows[i][1]) + "," +
                (rows[i][0] == blank_item ? std::string() : fmt::format("{:.17g}", scorer.score(rows[i][1]))) + "\n";
   std::ofstream(dir + "/partial.csv") << partial;
   r = test::run_program("dec7_blind_rating", {"import", "--run", run, "--ratings", dir + "/partial.csv", "--key",

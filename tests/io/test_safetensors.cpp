@@ -1,4 +1,5 @@
-// safetensors reading, writing and checkpoint folders. Expected layouts come from the format's
+// safetensors reading and writing (checkpoint folders: test_hf_checkpoint.cpp; the mapping
+// itself: test_mapped_file.cpp). Expected layouts come from the format's
 // specification (https://github.com/huggingface/safetensors#format), written out by hand here,
 // never from the writer under test.
 
@@ -211,11 +212,11 @@ TEST_CASE("Dtype names, element sizes and scalar types agree with each other") {
   for (const auto type : all_scalar_types()) {
     const auto dtype = io::dtype_from_scalar_type(type);
     CHECK(io::to_scalar_type(dtype) == type);
-    CHECK(io::parse_dtype(io::to_string(dtype)) == dtype);
+    CHECK(io::safetensors_dtype(io::to_string(dtype)) == dtype);
     CHECK(io::element_size(dtype) == at::elementSize(type));
   }
-  CHECK_FALSE(io::parse_dtype("F8_E4M3").has_value());
-  CHECK_FALSE(io::parse_dtype("f32").has_value());
+  CHECK_FALSE(io::safetensors_dtype("F8_E4M3").has_value());
+  CHECK_FALSE(io::safetensors_dtype("f32").has_value());
   CHECK_THROWS_AS(io::dtype_from_scalar_type(at::kComplexFloat), mechlens::ArgumentError);
 }
 
@@ -424,133 +425,6 @@ TEST_CASE("Tensors copied out of a file outlive it and can be modified") {
   std::filesystem::remove(path);
   x.add_(1);
   CHECK(at::equal(x, at::arange(1, 7, at::kFloat)));
-}
-
-// ---- checkpoint folders
-
-namespace {
-
-void write_index(const std::string& path, const std::string& weight_map_json) {
-  write_bytes(path, R"({"metadata":{"total_size":0},"weight_map":)" + weight_map_json + "}");
-}
-
-}  // namespace
-
-TEST_CASE("A sharded checkpoint is read through its index") {
-  TempDir tmp;
-  const auto a = at::randn({3, 4});
-  const auto b = at::randn({5}).to(at::kBFloat16);
-  const auto c = at::arange(7, at::kLong);
-  io::save_safetensors(tmp.file("model-00001-of-00002.safetensors"), {{"model.a.weight", a}, {"model.b", b}});
-  io::save_safetensors(tmp.file("model-00002-of-00002.safetensors"), {{"lm_head.weight", c}});
-  write_index(tmp.file("model.safetensors.index.json"),
-              R"({"model.a.weight":"model-00001-of-00002.safetensors",)"
-              R"("model.b":"model-00001-of-00002.safetensors",)"
-              R"("lm_head.weight":"model-00002-of-00002.safetensors"})");
-
-  const io::SafetensorsCheckpoint ckpt(tmp.path());
-  CHECK(ckpt.dir() == tmp.path());
-  CHECK(ckpt.keys() == std::vector<std::string>{"lm_head.weight", "model.a.weight", "model.b"});
-  CHECK(ckpt.shards().size() == 2);
-  CHECK(ckpt.contains("model.b"));
-  CHECK_FALSE(ckpt.contains("model.c"));
-  CHECK(at::equal(ckpt.tensor("model.a.weight"), a));
-  CHECK(at::equal(ckpt.tensor("model.b"), b));
-  CHECK(ckpt.tensor("model.b").scalar_type() == at::kBFloat16);
-  CHECK(at::equal(ckpt.tensor("lm_head.weight"), c));
-  CHECK(ckpt.info("lm_head.weight").dtype == io::DType::I64);
-  CHECK(ckpt.info("model.a.weight").shape == std::vector<int64_t>{3, 4});
-
-  const auto msg = message_of<mechlens::NotFoundError>([&] { (void)ckpt.tensor("model.a.weigth"); });
-  CHECK_THAT(msg, Contains(tmp.path()) && Contains("'model.a.weigth'") && Contains("nearest keys: 'model.a.weight'"));
-}
-
-TEST_CASE("A checkpoint folder with model.safetensors, or the path of that file, is read directly") {
-  TempDir tmp;
-  const auto x = at::randn({2, 2}).to(at::kHalf);
-  io::save_safetensors(tmp.file("model.safetensors"), {{"x", x}});
-  const io::SafetensorsCheckpoint from_dir(tmp.path());
-  CHECK(from_dir.keys() == std::vector<std::string>{"x"});
-  CHECK(at::equal(from_dir.tensor("x"), x));
-  const io::SafetensorsCheckpoint from_file(tmp.file("model.safetensors"));
-  CHECK(from_file.dir() == tmp.file("model.safetensors"));
-  CHECK(at::equal(from_file.tensor("x"), x));
-}
-
-TEST_CASE("An index naming a shard that does not exist is a NotFoundError naming the index and the shard") {
-  TempDir tmp;
-  io::save_safetensors(tmp.file("model-00001-of-00002.safetensors"), {{"a", at::ones({1})}});
-  write_index(tmp.file("model.safetensors.index.json"),
-              R"({"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"})");
-  const auto msg = message_of<mechlens::NotFoundError>([&] { io::SafetensorsCheckpoint c(tmp.path()); });
-  CHECK_THAT(msg, Contains("model.safetensors.index.json") && Contains("'model-00002-of-00002.safetensors'") &&
-                      Contains("'b'"));
-}
-
-TEST_CASE("An index mapping a key to a shard that does not hold it is refused") {
-  TempDir tmp;
-  io::save_safetensors(tmp.file("s1.safetensors"), {{"a", at::ones({1})}});
-  io::save_safetensors(tmp.file("s2.safetensors"), {{"b", at::ones({1})}});
-  write_index(tmp.file("model.safetensors.index.json"), R"({"a":"s1.safetensors","b":"s1.safetensors"})");
-  const auto msg = message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); });
-  CHECK_THAT(msg, Contains("model.safetensors.index.json") && Contains("maps 'b' to shard 's1.safetensors'") &&
-                      Contains("does not hold it"));
-}
-
-TEST_CASE("An index without a weight_map object is refused") {
-  TempDir tmp;
-  write_bytes(tmp.file("model.safetensors.index.json"), R"({"metadata":{}})");
-  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
-             Contains("weight_map") && Contains("model.safetensors.index.json"));
-}
-
-TEST_CASE("A malformed shard is reported with the shard's path") {
-  TempDir tmp;
-  write_bytes(tmp.file("s1.safetensors"), "abc");
-  write_index(tmp.file("model.safetensors.index.json"), R"({"a":"s1.safetensors"})");
-  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
-             Contains("truncated") && Contains(tmp.file("s1.safetensors")));
-}
-
-TEST_CASE("A folder with only pickle .bin files is refused with advice to convert to safetensors") {
-  TempDir tmp;
-  write_bytes(tmp.file("pytorch_model-00001-of-00002.bin"), "not read");
-  write_bytes(tmp.file("pytorch_model-00002-of-00002.bin"), "not read");
-  write_bytes(tmp.file("pytorch_model.bin.index.json"), "{}");
-  write_bytes(tmp.file("config.json"), "{}");
-  const auto msg = message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); });
-  CHECK_THAT(msg, Contains(tmp.path()) && Contains("pytorch_model-00001-of-00002.bin") && Contains("pickle") &&
-                      Contains("arbitrary code") && Contains("safe_serialization=True"));
-  // Passing the .bin file itself is refused the same way.
-  CHECK_THAT(message_of<mechlens::FormatError>(
-                 [&] { io::SafetensorsCheckpoint c(tmp.file("pytorch_model-00001-of-00002.bin")); }),
-             Contains("pickle"));
-}
-
-TEST_CASE("A folder with neither safetensors nor pickle files is a NotFoundError saying what was looked for") {
-  TempDir tmp;
-  write_bytes(tmp.file("config.json"), "{}");
-  const auto msg = message_of<mechlens::NotFoundError>([&] { io::SafetensorsCheckpoint c(tmp.path()); });
-  CHECK_THAT(msg, Contains(tmp.path()) && Contains("model.safetensors") && Contains("model.safetensors.index.json"));
-  // Other .safetensors files are pointed out (Mistral ships consolidated.safetensors).
-  io::save_safetensors(tmp.file("consolidated.safetensors"), {{"a", at::ones({1})}});
-  CHECK_THAT(message_of<mechlens::NotFoundError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
-             Contains("consolidated.safetensors"));
-  CHECK_THAT(message_of<mechlens::NotFoundError>([&] { io::SafetensorsCheckpoint c(tmp.file("nope")); }),
-             Contains("does not exist"));
-}
-
-TEST_CASE("A Hugging Face cache snapshot, where every file is a symlink to a blob, is read") {
-  TempDir tmp;
-  std::filesystem::create_directories(tmp.file("blobs"));
-  std::filesystem::create_directories(tmp.file("snapshots/abc123"));
-  const auto w = at::randn({4, 2});
-  io::save_safetensors(tmp.file("blobs/7f3e"), {{"model.embed_tokens.weight", w}});
-  write_index(tmp.file("blobs/91aa"), R"({"model.embed_tokens.weight":"model-00001-of-00001.safetensors"})");
-  std::filesystem::create_symlink("../../blobs/7f3e", tmp.file("snapshots/abc123/model-00001-of-00001.safetensors"));
-  std::filesystem::create_symlink("../../blobs/91aa", tmp.file("snapshots/abc123/model.safetensors.index.json"));
-  const io::SafetensorsCheckpoint ckpt(tmp.file("snapshots/abc123"));
-  CHECK(at::equal(ckpt.tensor("model.embed_tokens.weight"), w));
 }
 
 TEST_CASE("Keys with non-ASCII characters and dots round-trip as UTF-8") {

@@ -47,6 +47,19 @@ TEST_CASE("Words are runs of letters and digits joined by inner hyphens and apos
   CHECK(split_words("a--b") == V{"a", "b"});  // two joiners in a row join nothing
 }
 
+TEST_CASE("Ill-formed UTF-8 counts as word characters, one per maximal subpart, kept as written") {
+  // The rule (docs/metrics.md): invalid bytes are word characters. Where the bytes are cut short
+  // or overlong, the subparts are those of the Unicode Standard's section 3.9 (as core/utf8.hpp).
+  using V = std::vector<std::string>;
+  CHECK(split_words("a\xE2\x80 b") == V{"a\xE2\x80", "b"});  // an em dash (E2 80 94) cut short
+  CHECK(split_words("x\x80y") == V{"x\x80y"});                 // a stray continuation byte
+  CHECK(split_words("\xD7") == V{"\xD7"});                    // a lone lead byte, not the sign U+00D7
+  // C0 AD would be an overlong '-' (U+002D): not a joiner, two invalid bytes inside the word.
+  CHECK(split_words("a\xC0\xAD b") == V{"a\xC0\xAD", "b"});
+  KeywordScorer scorer;
+  CHECK(scorer.analyse("observ\xFF").hits == 1);  // "observ*" matches the word's valid prefix
+}
+
 TEST_CASE("The keyword scorer counts each word once, for the first matching stem, per 100 words") {
   const KeywordScorer scorer;  // the study's lexicon
   CHECK(scorer.name() == "keywords:recursive_default");

@@ -9,16 +9,16 @@
 ///
 /// Import reads a filled sheet (any CSV with `item` and `rating` columns, other columns ignored)
 /// and the key, and returns the run's records with `score` replaced by the rating and `scorer`
-/// by "rating:<column>", so the same statistics (summary.hpp) run on human ratings.
+/// by "rating:<column>", so the same statistics (summary.hpp) run on human ratings. Both files
+/// are CSV as io/csv.hpp writes and reads it (RFC 4180 quoting; a spreadsheet's byte-order mark
+/// is skipped when reading).
 
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,8 +26,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/experiments/records.hpp"
-#include "mechlens/experiments/summary.hpp"
-#include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/csv.hpp"
 #include "mechlens/metrics/behaviour.hpp"
 
 namespace mechlens::experiments {
@@ -45,14 +44,13 @@ inline BlindExport blind_export(const std::vector<GenerationRecord>& records, ui
   std::mt19937_64 rng(seed);
   for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);  // Fisher–Yates
   BlindExport out;
-  out.sheet_csv = "item,text,rating\n";
-  out.key_csv = "item,record_id,condition,pair_id\n";
+  out.sheet_csv = io::csv_row({"item", "text", "rating"});
+  out.key_csv = io::csv_row({"item", "record_id", "condition", "pair_id"});
   for (size_t k = 0; k < order.size(); ++k) {
     const auto& r = records[order[k]];
     const std::string item = fmt::format("g{:04d}", k + 1);
-    out.sheet_csv += item + "," + detail::csv_field(r.text) + ",\n";
-    out.key_csv += item + "," + detail::csv_field(r.id()) + "," + detail::csv_field(r.condition) + "," +
-                   detail::csv_field(r.pair_id) + "\n";
+    out.sheet_csv += io::csv_row({item, r.text, ""});
+    out.key_csv += io::csv_row({item, r.id(), r.condition, r.pair_id});
   }
   out.items = order.size();
   return out;
@@ -60,12 +58,8 @@ inline BlindExport blind_export(const std::vector<GenerationRecord>& records, ui
 
 /// Item -> record id, from a key CSV.
 inline std::map<std::string, std::string> read_blind_key(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MECHLENS_CHECK(in.good(), IoError, "cannot open blind-rating key '{}'", path);
-  std::stringstream buf;
-  buf << in.rdbuf();
   std::vector<size_t> lines;
-  const auto rows = metrics::detail::parse_csv(buf.str(), path, lines);
+  const auto rows = io::read_csv_file(path, "blind-rating key", lines);
   MECHLENS_CHECK(!rows.empty() && rows[0].size() >= 2 && rows[0][0] == "item" && rows[0][1] == "record_id",
                  FormatError, "{}: expected the header 'item,record_id,...' of a key written by blind export", path);
   std::map<std::string, std::string> key;
@@ -89,14 +83,8 @@ inline BlindImport blind_import(const std::vector<GenerationRecord>& records, co
                                 const std::string& ratings_path, const std::string& rating_column = "rating") {
   const auto key = read_blind_key(key_path);
   // An empty rating cell means "not rated".
-  std::ifstream in(ratings_path, std::ios::binary);
-  MECHLENS_CHECK(in.good(), IoError, "cannot open ratings '{}'", ratings_path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  std::string text = buf.str();
-  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) text.erase(0, 3);
   std::vector<size_t> lines;
-  const auto rows = metrics::detail::parse_csv(text, ratings_path, lines);
+  const auto rows = io::read_csv_file(ratings_path, "ratings", lines);
   MECHLENS_CHECK(!rows.empty(), FormatError, "{}: the file is empty", ratings_path);
   size_t item_col = SIZE_MAX, rating_col = SIZE_MAX;
   for (size_t c = 0; c < rows[0].size(); ++c) {

@@ -22,12 +22,14 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <xtensor/xadapt.hpp>
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/experiments/records.hpp"
 #include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/csv.hpp"
 #include "mechlens/metrics/bootstrap.hpp"
 #include "mechlens/metrics/corrections.hpp"
 #include "mechlens/metrics/descriptive.hpp"
@@ -275,36 +277,31 @@ inline void write_summary_json(const std::string& path, const Summary& s, const 
 }
 
 namespace detail {
-inline std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
+/// A number as summary.csv writes it: 6 significant digits, empty when undefined.
 inline std::string csv_num(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : ""; }
 }  // namespace detail
 
-/// One CSV for the run: a row per condition (kind "condition") and per contrast (kind
-/// "contrast"); empty fields where a column does not apply or a number is undefined.
+/// One CSV for the run (io/csv.hpp): a row per condition (kind "condition") and per contrast
+/// (kind "contrast"); empty fields where a column does not apply or a number is undefined.
 inline std::string summary_csv(const Summary& s) {
-  std::string out =
-      "kind,name,a,b,n,mean,sd,mean_ci_low,mean_ci_high,delta,delta_ci_low,delta_ci_high,d_study,d_pooled,d_z,"
-      "t,df,p,p_adjusted,correction,wilcoxon_p,transfer_efficiency,te_ci_low,te_ci_high\n";
+  using detail::csv_num;
+  std::string out = io::csv_row({"kind", "name", "a", "b", "n", "mean", "sd", "mean_ci_low", "mean_ci_high", "delta",
+                                 "delta_ci_low", "delta_ci_high", "d_study", "d_pooled", "d_z", "t", "df", "p",
+                                 "p_adjusted", "correction", "wilcoxon_p", "transfer_efficiency", "te_ci_low",
+                                 "te_ci_high"});
+  const std::string none;
   for (const auto& c : s.conditions)
-    out += fmt::format("condition,{},,,{},{},{},{},{},,,,,,,,,,,,,,,\n", detail::csv_field(c.name), c.n,
-                       detail::csv_num(c.mean), detail::csv_num(c.sd), detail::csv_num(c.mean_ci.low),
-                       detail::csv_num(c.mean_ci.high));
-  for (const auto& c : s.contrasts) {
-    out += fmt::format("contrast,{},{},{},{},,,,,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-                       detail::csv_field(c.spec.name), detail::csv_field(c.spec.a), detail::csv_field(c.spec.b),
-                       c.n_pairs, detail::csv_num(c.delta), detail::csv_num(c.delta_ci.low),
-                       detail::csv_num(c.delta_ci.high), detail::csv_num(c.d_study.value),
-                       detail::csv_num(c.d_pooled.value), detail::csv_num(c.d_z.value),
-                       detail::csv_num(c.t_test.statistic), detail::csv_num(c.t_test.df),
-                       detail::csv_num(c.t_test.p_value), detail::csv_num(c.p_adjusted), c.correction,
-                       detail::csv_num(c.wilcoxon.p_value), c.te ? detail::csv_num(c.te->value.value) : "",
-                       c.te ? detail::csv_num(c.te->ci.low) : "", c.te ? detail::csv_num(c.te->ci.high) : "");
-  }
+    out += io::csv_row({"condition", c.name, none, none, fmt::format("{}", c.n), csv_num(c.mean), csv_num(c.sd),
+                        csv_num(c.mean_ci.low), csv_num(c.mean_ci.high), none, none, none, none, none, none, none,
+                        none, none, none, none, none, none, none, none});
+  for (const auto& c : s.contrasts)
+    out += io::csv_row({"contrast", c.spec.name, c.spec.a, c.spec.b, fmt::format("{}", c.n_pairs), none, none, none,
+                        none, csv_num(c.delta), csv_num(c.delta_ci.low), csv_num(c.delta_ci.high),
+                        csv_num(c.d_study.value), csv_num(c.d_pooled.value), csv_num(c.d_z.value),
+                        csv_num(c.t_test.statistic), csv_num(c.t_test.df), csv_num(c.t_test.p_value),
+                        csv_num(c.p_adjusted), c.correction, csv_num(c.wilcoxon.p_value),
+                        c.te ? csv_num(c.te->value.value) : none, c.te ? csv_num(c.te->ci.low) : none,
+                        c.te ? csv_num(c.te->ci.high) : none});
   return out;
 }
 

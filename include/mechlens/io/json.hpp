@@ -3,8 +3,8 @@
 /// Reading JSON files with errors that name the file and the key.
 
 #include <string>
-#include <type_traits>
 #include <string_view>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 

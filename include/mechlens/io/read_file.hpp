@@ -24,7 +24,8 @@ inline constexpr uint64_t kMaxReadBytes = uint64_t{4} << 30;
 
 /// Size of the regular file at `path`; IoError naming `what` and the path when it is missing,
 /// unreadable, or not a regular file (directory, FIFO, socket, device).
-inline uint64_t regular_file_size(const std::string& path, const std::string& what) {
+inline uint64_t regular_file_size(const std::string& path, std::string what) {
+  if (what.empty()) what = "file";
   struct stat st;
   MECHLENS_CHECK(::stat(path.c_str(), &st) == 0, IoError, "cannot open {} '{}': {}", what, path, std::strerror(errno));
   MECHLENS_CHECK(S_ISREG(st.st_mode), IoError, "{} '{}' is not a regular file ({}); mechlens reads only files", what,
@@ -38,8 +39,9 @@ inline uint64_t regular_file_size(const std::string& path, const std::string& wh
 
 /// The whole contents of the regular file at `path` (`what` names it in errors: "JSON file",
 /// "chat template"...). At most `max_bytes`.
-inline std::string read_file(const std::string& path, const std::string& what = "file",
+inline std::string read_file(const std::string& path, std::string what = "file",
                              uint64_t max_bytes = kMaxReadBytes) {
+  if (what.empty()) what = "file";
   const uint64_t size = regular_file_size(path, what);
   MECHLENS_CHECK(size <= max_bytes, IoError, "{} '{}' holds {} bytes, more than the {} mechlens reads", what, path,
                  size, max_bytes);

@@ -1,33 +1,28 @@
 #pragma once
 /// \file
-/// Reading and writing the safetensors format (https://github.com/huggingface/safetensors):
+/// The safetensors format (https://github.com/huggingface/safetensors): reading, validating and
+/// writing one file.
 ///
 ///     [8 bytes: N, little-endian u64][N bytes: JSON header][data section]
 ///
 /// The header maps each tensor name to {"dtype": "F32", "shape": [..], "data_offsets": [b, e]},
 /// with offsets relative to the start of the data section, plus an optional "__metadata__"
-/// object of string values. A file is memory-mapped read-only and every entry is validated when
-/// it is opened, following the reference implementation's rules (safetensors' `validate`):
-/// known dtype, begin <= end, shape product x element size == end - begin, and the entries,
-/// sorted by offset, cover the data section exactly — no overlap, no hole, no trailing bytes.
+/// object of string values. A file is memory-mapped read-only (io/mapped_file.hpp) and every
+/// entry is validated when it is opened, following the reference implementation's rules
+/// (safetensors' `validate`): known dtype, begin <= end, shape product x element size ==
+/// end - begin, and the entries, sorted by offset, cover the data section exactly — no overlap,
+/// no hole, no trailing bytes.
 ///
-/// A Hugging Face checkpoint folder holds either `model.safetensors` or shards listed in
-/// `model.safetensors.index.json` ("weight_map": key -> shard file). Pickle checkpoints
-/// (`pytorch_model.bin`, `*.bin`) are refused: unpickling can run arbitrary code.
+/// Checkpoint folders (`model.safetensors`, or shards listed in `model.safetensors.index.json`)
+/// are io/hf_checkpoint.hpp's SafetensorsCheckpoint.
 ///
 /// Byte order: the format is little-endian, and so are the hosts mechlens supports (x86-64,
 /// aarch64); a big-endian build fails at compile time rather than reading swapped numbers.
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <memory>
@@ -42,10 +37,10 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/error.hpp"
-#include "mechlens/core/filesystem.hpp"
 #include "mechlens/core/names.hpp"
 #include "mechlens/io/atomic_file.hpp"
 #include "mechlens/io/json.hpp"
+#include "mechlens/io/mapped_file.hpp"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "mechlens reads and writes safetensors' little-endian bytes directly; big-endian hosts "
@@ -74,8 +69,9 @@ inline const char* to_string(DType dtype) {
   return "?";
 }
 
-/// The DType spelt `name` in a safetensors header, or nullopt when mechlens does not support it.
-inline std::optional<DType> parse_dtype(std::string_view name) {
+/// The DType that a safetensors header spells `name` ("F32", "BF16"...), or nullopt when mechlens
+/// does not support it. (Users' spellings, "float32" or "bf16", are core/dtype.hpp's parse_dtype.)
+inline std::optional<DType> safetensors_dtype(std::string_view name) {
   static const std::pair<std::string_view, DType> table[] = {
       {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
       {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
@@ -156,56 +152,6 @@ inline std::string nearest_keys(const std::string& query, const std::vector<std:
   return quoted_list(nearest_names(query, names, count));
 }
 
-/// A whole file mapped read-only. The mapping stays valid while this object lives; it sees the
-/// inode that was opened, so replacing the file by rename (as save_safetensors does) is safe,
-/// while truncating it in place would make later reads fault (SIGBUS), as with any mmap.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == ENOENT) raise<NotFoundError>("safetensors: file '{}' does not exist", path);
-      raise<IoError>("safetensors: cannot open '{}': {}", path, std::strerror(err));
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      raise<IoError>("safetensors: cannot stat '{}': {}", path, std::strerror(err));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      raise<IoError>("safetensors: '{}' is not a regular file", path);
-    }
-    size_ = static_cast<std::size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      const int err = errno;
-      ::close(fd);
-      MECHLENS_CHECK(p != MAP_FAILED, IoError, "safetensors: cannot memory-map '{}' ({} bytes): {}",
-                     path, size_, std::strerror(err));
-      data_ = static_cast<const uint8_t*>(p);
-    } else {
-      ::close(fd);
-    }
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-  }
-
-  const uint8_t* data() const { return data_; }
-  std::size_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  const uint8_t* data_ = nullptr;
-  std::size_t size_ = 0;
-};
-
 /// Reads a little-endian u64.
 inline uint64_t read_le_u64(const uint8_t* p) {
   uint64_t v = 0;
@@ -240,7 +186,7 @@ inline io::TensorInfo parse_entry(const std::string& key, const nlohmann::json& 
                  "safetensors: tensor '{}' has dtype {}, expected a string such as \"F32\" in {}", key,
                  dtype_json.dump(), path);
   const auto dtype_name = dtype_json.get<std::string>();
-  const auto dtype = io::parse_dtype(dtype_name);
+  const auto dtype = io::safetensors_dtype(dtype_name);
   MECHLENS_CHECK(dtype.has_value(), FormatError,
                  "safetensors: tensor '{}' has unknown or unsupported dtype '{}' (supported: F64, F32, "
                  "F16, BF16, I64, I32, I16, I8, U8, BOOL) in {}", key, dtype_name, path);
@@ -303,7 +249,7 @@ class SafetensorsFile {
  public:
   /// Opens and validates `path`. NotFoundError if it does not exist, IoError if it cannot be
   /// read, FormatError (naming the file, the tensor and the byte offsets) if it is malformed.
-  explicit SafetensorsFile(const std::string& path) : map_(std::make_shared<detail::MappedFile>(path)) {
+  explicit SafetensorsFile(const std::string& path) : map_(std::make_shared<MappedFile>(path, "safetensors")) {
     const std::size_t size = map_->size();
     MECHLENS_CHECK(size >= 8, FormatError,
                    "safetensors: file is truncated: {} bytes, but it must start with an 8-byte header "
@@ -420,176 +366,10 @@ class SafetensorsFile {
   }
 
  private:
-  std::shared_ptr<const detail::MappedFile> map_;
+  std::shared_ptr<const MappedFile> map_;
   uint64_t data_start_ = 0;
   std::map<std::string, TensorInfo> infos_;
   std::map<std::string, std::string> metadata_;
-};
-
-}  // namespace mechlens::io
-
-namespace mechlens::detail {
-
-/// "a, b, c".
-inline std::string join_names(const std::vector<std::string>& names) {
-  std::string out;
-  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
-  return out;
-}
-
-inline bool has_suffix(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-/// Files in a pickle format (PyTorch's torch.save) that mechlens refuses to read.
-inline bool is_pickle_checkpoint_name(const std::string& name) {
-  return has_suffix(name, ".bin") || has_suffix(name, ".pt") || has_suffix(name, ".pth") ||
-         has_suffix(name, ".ckpt") || has_suffix(name, ".pkl") || name == "pytorch_model.bin.index.json";
-}
-
-[[noreturn]] inline void refuse_pickle_checkpoint(const std::string& where, const std::string& found) {
-  raise<FormatError>(
-      "checkpoint '{}' holds only pickle files ({}); mechlens does not read them, because "
-      "unpickling can run arbitrary code. Convert the checkpoint to safetensors, e.g. in Python: "
-      "transformers.AutoModelForCausalLM.from_pretrained(dir).save_pretrained(out_dir, "
-      "safe_serialization=True)",
-      where, found);
-}
-
-}  // namespace mechlens::detail
-
-namespace mechlens::io {
-
-/// A Hugging Face checkpoint: a folder with `model.safetensors`, or with shards listed in
-/// `model.safetensors.index.json` (looked for in that order, as transformers does), or the path
-/// of one .safetensors file. Every shard is opened and validated, and every index entry checked
-/// against its shard, in the constructor.
-class SafetensorsCheckpoint {
- public:
-  /// NotFoundError when the path does not exist, when the folder holds neither file, or when the
-  /// index names a shard that does not exist; FormatError for a malformed index, an index entry
-  /// whose shard does not hold the key, a malformed shard, or a pickle-only (.bin) checkpoint.
-  explicit SafetensorsCheckpoint(const std::string& dir) : dir_(dir) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const fs::path root(dir);
-    const auto status = fs::status(root, ec);
-    MECHLENS_CHECK(fs::exists(status), NotFoundError, "checkpoint path '{}' does not exist", dir);
-
-    if (!fs::is_directory(status)) {
-      const std::string name = root.filename().string();
-      if (detail::is_pickle_checkpoint_name(name)) detail::refuse_pickle_checkpoint(dir, name);
-      add_single_file(dir);
-      return;
-    }
-
-    const fs::path single = root / "model.safetensors";
-    const fs::path index = root / "model.safetensors.index.json";
-    if (fs::exists(single, ec)) {
-      add_single_file(single.string());
-      return;
-    }
-    if (fs::exists(index, ec)) {
-      add_sharded(root, index.string());
-      return;
-    }
-
-    std::vector<std::string> pickles, other_safetensors;
-    for (const std::string& name : detail::list_directory(root.string())) {
-      if (detail::is_pickle_checkpoint_name(name)) pickles.push_back(name);
-      if (detail::has_suffix(name, ".safetensors")) other_safetensors.push_back(name);
-    }
-    std::sort(pickles.begin(), pickles.end());
-    std::sort(other_safetensors.begin(), other_safetensors.end());
-    if (!pickles.empty() && other_safetensors.empty())
-      detail::refuse_pickle_checkpoint(dir, detail::join_names(pickles));
-    std::string hint;
-    if (!other_safetensors.empty())
-      hint = fmt::format("; it holds other .safetensors files ({}), which can be opened by passing "
-                         "one file's path", detail::join_names(other_safetensors));
-    detail::raise<NotFoundError>(
-        "checkpoint folder '{}' has neither model.safetensors nor model.safetensors.index.json{}",
-        dir, hint);
-  }
-
-  /// The folder (or file) given to the constructor.
-  const std::string& dir() const { return dir_; }
-
-  /// Every tensor name, sorted.
-  std::vector<std::string> keys() const {
-    std::vector<std::string> out;
-    out.reserve(key_to_shard_.size());
-    for (const auto& kv : key_to_shard_) out.push_back(kv.first);
-    return out;
-  }
-
-  bool contains(const std::string& key) const { return key_to_shard_.count(key) != 0; }
-
-  /// NotFoundError naming the checkpoint, the key and the nearest keys.
-  const TensorInfo& info(const std::string& key) const { return shard_of(key).info(key); }
-
-  /// A CPU tensor of the stored dtype owning its memory; NotFoundError naming the checkpoint.
-  at::Tensor tensor(const std::string& key) const { return shard_of(key).tensor(key); }
-
-  /// The opened shard files (one for an unsharded checkpoint), in shard-name order.
-  const std::vector<SafetensorsFile>& shards() const { return shards_; }
-
- private:
-  const SafetensorsFile& shard_of(const std::string& key) const {
-    auto it = key_to_shard_.find(key);
-    if (it == key_to_shard_.end()) {
-      if (key_to_shard_.empty())
-        detail::raise<NotFoundError>("checkpoint '{}' has no tensor '{}'; it holds no tensors", dir_, key);
-      detail::raise<NotFoundError>("checkpoint '{}' has no tensor '{}'; nearest keys: {}", dir_, key,
-                                   detail::nearest_keys(key, keys()));
-    }
-    return shards_[it->second];
-  }
-
-  void add_single_file(const std::string& path) {
-    shards_.emplace_back(path);
-    for (const auto& key : shards_.back().keys()) key_to_shard_.emplace(key, 0);
-  }
-
-  void add_sharded(const std::filesystem::path& root, const std::string& index_path) {
-    const nlohmann::json index = read_json_file(index_path);
-    MECHLENS_CHECK(index.is_object() && index.contains("weight_map") && index.at("weight_map").is_object(),
-                   FormatError, "safetensors index '{}' has no \"weight_map\" object (key -> shard file)",
-                   index_path);
-    std::map<std::string, std::vector<std::string>> keys_by_shard;
-    for (const auto& [key, shard] : index.at("weight_map").items()) {
-      MECHLENS_CHECK(shard.is_string(), FormatError,
-                     "safetensors index '{}' maps '{}' to {}, expected a shard file name", index_path,
-                     key, shard.dump());
-      keys_by_shard[shard.get<std::string>()].push_back(key);
-    }
-    for (const auto& [shard, keys] : keys_by_shard) {
-      const auto shard_path = (root / shard).string();
-      std::error_code ec;
-      MECHLENS_CHECK(std::filesystem::exists(shard_path, ec), NotFoundError,
-                     "safetensors index '{}' names shard '{}' (for {} tensors, e.g. '{}'), which does "
-                     "not exist in '{}'",
-                     index_path, shard, keys.size(), keys.front(), root.string());
-      const std::size_t shard_index = shards_.size();
-      shards_.emplace_back(shard_path);
-      const SafetensorsFile& file = shards_.back();
-      for (const auto& key : keys) {
-        if (!file.contains(key)) {
-          const auto held = file.keys();
-          detail::raise<FormatError>(
-              "safetensors index '{}' maps '{}' to shard '{}', which does not hold it (nearest keys "
-              "there: {})",
-              index_path, key, shard, held.empty() ? std::string("none, it is empty")
-                                                   : detail::nearest_keys(key, held));
-        }
-        key_to_shard_.emplace(key, shard_index);
-      }
-    }
-  }
-
-  std::string dir_;
-  std::vector<SafetensorsFile> shards_;
-  std::map<std::string, std::size_t> key_to_shard_;
 };
 
 /// Writes `tensors` to `path` as safetensors, atomically (temporary file in the same folder,

@@ -8,7 +8,7 @@
 ///  * effective rank        erank(X) = exp(−Σ p_i ln p_i), p_i = σ_i / Σ σ_j (Roy & Vetterli,
 ///    2007: the singular values themselves, not their squares, normalised to sum to 1; 0 ln 0 = 0);
 ///  * R_V                   PR(late) / PR(early), both windows of the same prompt's `hook_v`
-///    output with all KV heads concatenated (DESIGN.md; W = 16 by default).
+///    output with all KV heads concatenated (W = 16 by default).
 ///
 /// By default X is used as it is (uncentred), as the DEC7 study did. `centered = true` first
 /// subtracts the mean row (the mean over the W tokens of each feature), which turns PR into the
@@ -26,34 +26,29 @@
 #include <fmt/format.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/shape.hpp"
 
 namespace mechlens::metrics {
 
 namespace detail {
 
-inline std::string shape_string(const at::Tensor& t) {
-  std::string s = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
-  return s + "]";
-}
-
 /// Validates x [..., W, D] and returns it in float64, centred over W when asked.
 inline at::Tensor prepare_windows(const at::Tensor& x, bool centered, const char* fn, const char* arg) {
   MECHLENS_CHECK(x.defined(), ArgumentError, "{}: argument '{}' is an undefined tensor", fn, arg);
   MECHLENS_CHECK(x.dim() >= 2, ShapeError, "{}: argument '{}' must be [..., W, D] (at least 2 dims); got {}", fn,
-                 arg, shape_string(x));
+                 arg, shape_str(x.sizes()));
   MECHLENS_CHECK(x.size(-2) >= 1 && x.size(-1) >= 1, ShapeError,
-                 "{}: argument '{}' must have W >= 1 rows and D >= 1 columns; got {}", fn, arg, shape_string(x));
+                 "{}: argument '{}' must have W >= 1 rows and D >= 1 columns; got {}", fn, arg, shape_str(x.sizes()));
   MECHLENS_CHECK(at::isFloatingType(x.scalar_type()), ArgumentError,
                  "{}: argument '{}' must be a floating-point tensor; got {}", fn, arg,
                  std::string(c10::toString(x.scalar_type())));
   at::Tensor x64 = x.to(at::kDouble);
   MECHLENS_CHECK(at::isfinite(x64).all().item<bool>(), ArgumentError,
-                 "{}: argument '{}' {} holds NaN or infinite values", fn, arg, shape_string(x));
+                 "{}: argument '{}' {} holds NaN or infinite values", fn, arg, shape_str(x.sizes()));
   if (centered) {
     MECHLENS_CHECK(x.size(-2) >= 2, ShapeError,
                    "{}: a centred window needs W >= 2 rows (one row centres to zero); '{}' is {}", fn, arg,
-                   shape_string(x));
+                   shape_str(x.sizes()));
     x64 = x64 - x64.mean({-2}, /*keepdim=*/true);
   }
   return x64;
@@ -73,7 +68,7 @@ inline void check_nonzero_energy(const at::Tensor& sum_sq, const at::Tensor& x, 
   }
   ::mechlens::detail::raise<ArgumentError>(
       "{}: the {} matrix at batch index [{}] of '{}' {} is all zeros; its participation ratio is undefined", fn,
-      centered ? "centred" : "uncentred", index, arg, shape_string(x));
+      centered ? "centred" : "uncentred", index, arg, shape_str(x.sizes()));
 }
 
 }  // namespace detail
@@ -113,8 +108,8 @@ inline at::Tensor rv_from_values(const at::Tensor& early, const at::Tensor& late
   MECHLENS_CHECK(early.defined() && late.defined() && early.dim() >= 2 && late.dim() >= 2 &&
                      early.sizes().slice(0, early.dim() - 2) == late.sizes().slice(0, late.dim() - 2),
                  ShapeError, "rv_from_values: 'early' and 'late' must be [..., W, D] with the same leading dims; got {} and {}",
-                 early.defined() ? detail::shape_string(early) : "undefined",
-                 late.defined() ? detail::shape_string(late) : "undefined");
+                 early.defined() ? shape_str(early.sizes()) : "undefined",
+                 late.defined() ? shape_str(late.sizes()) : "undefined");
   return participation_ratio(late, centered) / participation_ratio(early, centered).to(late.device());
 }
 
@@ -123,10 +118,10 @@ inline at::Tensor rv_from_values(const at::Tensor& early, const at::Tensor& late
 inline at::Tensor participation_ratio_per_head(const at::Tensor& x, int64_t n_heads, bool centered = false) {
   MECHLENS_CHECK(x.defined() && x.dim() >= 2, ShapeError,
                  "participation_ratio_per_head: 'x' must be [..., W, H*d_head]; got {}",
-                 x.defined() ? detail::shape_string(x) : "undefined");
+                 x.defined() ? shape_str(x.sizes()) : "undefined");
   MECHLENS_CHECK(n_heads >= 1 && x.size(-1) % n_heads == 0, ShapeError,
                  "participation_ratio_per_head: the last dim of 'x' {} is not divisible into {} heads",
-                 detail::shape_string(x), n_heads);
+                 shape_str(x.sizes()), n_heads);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
   shape.push_back(n_heads);
   shape.push_back(x.size(-1) / n_heads);
@@ -151,7 +146,7 @@ inline at::Tensor rv_per_head_from_values(const at::Tensor& early, const at::Ten
 inline at::Tensor value_window(const at::Tensor& v, int64_t window = 16, const std::vector<int64_t>& lengths = {}) {
   MECHLENS_CHECK(v.defined() && (v.dim() == 3 || v.dim() == 4), ShapeError,
                  "value_window: 'v' must be [batch, pos, kv_heads, d_head] or [batch, pos, D]; got {}",
-                 v.defined() ? detail::shape_string(v) : "undefined");
+                 v.defined() ? shape_str(v.sizes()) : "undefined");
   MECHLENS_CHECK(window >= 1, ArgumentError, "value_window: window must be >= 1; got {}", window);
   MECHLENS_CHECK(v.size(1) >= window, ShapeError,
                  "value_window: the prompts have {} positions, fewer than the R_V window of {} tokens", v.size(1),

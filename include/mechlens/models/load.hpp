@@ -18,7 +18,7 @@
 #include "mechlens/core/torch_compat.hpp"
 #include "mechlens/core/warning.hpp"
 #include "mechlens/io/json.hpp"
-#include "mechlens/io/safetensors.hpp"
+#include "mechlens/io/hf_checkpoint.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"
 

@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,6 +26,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/io/json.hpp"
+#include "mechlens/io/read_file.hpp"
 #include "mechlens/tokenizer/added_vocabulary.hpp"
 #include "mechlens/tokenizer/bpe.hpp"
 #include "mechlens/tokenizer/chat_template.hpp"

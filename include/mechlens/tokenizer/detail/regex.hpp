@@ -13,6 +13,7 @@
 #include <pcre2.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/utf8.hpp"
 
 namespace mechlens::tokenizer::detail {
 
@@ -111,7 +112,7 @@ class Regex {
         start = e;
       } else {
         if (e >= subject.size()) break;
-        start = e + utf8_step(subject, e);
+        start = e + utf8_char_length(static_cast<unsigned char>(subject[e]));
       }
     }
     return matches;
@@ -148,11 +149,6 @@ class Regex {
   static Scratch& scratch() {
     thread_local Scratch s;
     return s;
-  }
-
-  static std::size_t utf8_step(std::string_view s, std::size_t i) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
   }
 
   std::string source_;

@@ -1,146 +1,30 @@
 #pragma once
 /// \file
-/// UTF-8 helpers for the tokenizer: validation with the byte offset of the first bad byte,
-/// lossy decoding that matches Rust's `String::from_utf8_lossy` (what HF `tokenizers` uses when
-/// byte-level tokens do not form valid UTF-8), and Python's notion of whitespace (what Jinja's
-/// `trim` and `str.strip()` in chat templates remove).
+/// Text helpers of the tokenizer: Python's notion of whitespace (what Jinja's `trim` and
+/// `str.strip()` in chat templates remove), replacing substrings, and printable excerpts for
+/// error messages. UTF-8 validation, decoding and the lossy conversion that matches Rust's
+/// `String::from_utf8_lossy` (what HF `tokenizers` uses when byte-level tokens do not form valid
+/// UTF-8) are core's (core/utf8.hpp), re-exported here under their old names.
 
 #include <cstddef>
-#include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 
+#include "mechlens/core/utf8.hpp"
+
 namespace mechlens::tokenizer::detail {
 
-/// Length of the valid UTF-8 sequence starting at s[i], or 0 when the bytes there are not a
-/// complete well-formed sequence (overlong forms, surrogates and values past U+10FFFF are invalid).
-inline std::size_t utf8_valid_length(std::string_view s, std::size_t i) {
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  std::size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + 1 >= s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
-  for (std::size_t k = 2; k < n; ++k) {
-    if (i + k >= s.size() || (b(i + k) & 0xC0) != 0x80) return 0;
-  }
-  return n;
-}
-
-/// Byte offset of the first byte that is not part of valid UTF-8, or nullopt when s is valid.
-inline std::optional<std::size_t> first_invalid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    const std::size_t n = utf8_valid_length(s, i);
-    if (n == 0) return i;
-    i += n;
-  }
-  return std::nullopt;
-}
-
-inline bool is_valid_utf8(std::string_view s) { return !first_invalid_utf8(s).has_value(); }
-
-/// Number of bytes of the (valid) UTF-8 character whose lead byte is c.
-inline std::size_t utf8_char_length(unsigned char c) {
-  if (c < 0x80) return 1;
-  if (c < 0xE0) return 2;
-  if (c < 0xF0) return 3;
-  return 4;
-}
-
-/// Decodes the (valid) UTF-8 character at s[i].
-inline char32_t utf8_decode(std::string_view s, std::size_t i) {
-  const auto b = [&](std::size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[i + k])); };
-  const char32_t c = b(0);
-  if (c < 0x80) return c;
-  if (c < 0xE0) return ((c & 0x1F) << 6) | (b(1) & 0x3F);
-  if (c < 0xF0) return ((c & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
-  return ((c & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
-}
-
-inline void utf8_append(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-inline std::string utf8_encode(char32_t cp) {
-  std::string s;
-  utf8_append(s, cp);
-  return s;
-}
-
-inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
-
-/// Bytes to text the way Rust's String::from_utf8_lossy does it: every maximal prefix of an
-/// ill-formed sequence becomes one U+FFFD (Unicode's "substitution of maximal subparts").
-inline std::string utf8_lossy(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  std::size_t i = 0;
-  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  while (i < s.size()) {
-    const std::size_t n = utf8_valid_length(s, i);
-    if (n > 0) {
-      out.append(s.substr(i, n));
-      i += n;
-      continue;
-    }
-    // Skip the longest prefix that could still have become a valid sequence.
-    const unsigned char c = b(i);
-    std::size_t need = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      need = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      need = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      need = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    }
-    std::size_t k = 1;
-    if (need > 0 && i + 1 < s.size() && b(i + 1) >= lo && b(i + 1) <= hi) {
-      k = 2;
-      while (k < need && i + k < s.size() && (b(i + k) & 0xC0) == 0x80) ++k;
-    }
-    out.append(kReplacementChar);
-    i += k;
-  }
-  return out;
-}
+// The UTF-8 decoder itself is core's (core/utf8.hpp); the tokenizer code has always called it
+// through this namespace.
+using ::mechlens::first_invalid_utf8;
+using ::mechlens::is_valid_utf8;
+using ::mechlens::kReplacementChar;
+using ::mechlens::utf8_append;
+using ::mechlens::utf8_char_length;
+using ::mechlens::utf8_decode;
+using ::mechlens::utf8_encode;
+using ::mechlens::utf8_lossy;
+using ::mechlens::utf8_valid_length;
 
 /// Python's str.isspace() for one code point (what Jinja's trim and str.strip() remove).
 inline bool is_python_space(char32_t c) {
