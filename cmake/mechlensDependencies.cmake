@@ -43,18 +43,15 @@ if(NOT TARGET mechlens::deps)
   # LibTorch: link its targets; never copy its flags into global ones.
   target_link_libraries(mechlens::deps INTERFACE ${TORCH_LIBRARIES})
   if(TARGET torch_cuda)
-    # CUDA-only code paths (seeded CUDA generators, CUDA graphs) compile only where LibTorch has CUDA.
-    target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_CUDA=1)
-    # Fused kernels (include/mechlens/kernels/) are compiled at run time by NVRTC and launched
-    # through the driver API: both come with the CUDA toolkit a CUDA LibTorch is built against.
-    find_package(CUDAToolkit QUIET)
-    if(TARGET CUDA::nvrtc AND TARGET CUDA::cuda_driver)
-      target_link_libraries(mechlens::deps INTERFACE CUDA::nvrtc CUDA::cuda_driver)
-      target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_NVRTC=1)
-    else()
-      message(STATUS "mechlens: no NVRTC in the CUDA toolkit; the fused CUDA kernels are off (ATen kernels run)")
-    endif()
+    # CUDA-only code paths (seeded CUDA generators, CUDA graphs) compile only where LibTorch has
+    # CUDA. The fused kernels (include/mechlens/kernels/) come with them: NVRTC compiles them at
+    # run time and the CUDA driver launches them, both opened with dlopen at first use
+    # (kernels/nvrtc_api.hpp says where NVRTC is looked for), so mechlens needs no CUDA toolkit
+    # headers and links neither library; where one is missing at run time the ATen kernels run.
+    target_compile_definitions(mechlens::deps INTERFACE MECHLENS_WITH_CUDA=1 MECHLENS_WITH_NVRTC=1)
   endif()
+  # dlopen / dlsym (in libc from glibc 2.34; libdl before).
+  target_link_libraries(mechlens::deps INTERFACE ${CMAKE_DL_LIBS})
 
   if(MECHLENS_FMT_HEADER_ONLY)
     target_compile_definitions(mechlens::deps INTERFACE FMT_HEADER_ONLY=1)

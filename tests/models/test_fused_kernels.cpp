@@ -1,4 +1,5 @@
-// The fused CUDA kernels (include/mechlens/kernels/fused_ops.hpp) against the ATen computation
+// The fused CUDA kernels (include/mechlens/kernels/: norms.hpp, activations.hpp,
+// rotary_write_kv.hpp, matvec.hpp; their CUDA source in kernels/source/) against the ATen computation
 // they replace, written here the way Hugging Face's Llama writes it, and the whole model with the
 // kernels on against transformers' reference outputs and against itself with them off.
 //
