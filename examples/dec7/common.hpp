@@ -1,8 +1,8 @@
 #pragma once
-// What every DEC7 program shares: the flags, loading the model / tokenizer / pairs / scorer, the
-// run folder (generations.jsonl shared by the phases run into it, run.json with the settings a
-// resumed run must match), and writing a phase's outputs (summary.json, summary.csv, table.txt,
-// figure.svg under <out>/<phase>/).
+// What every DEC7 program shares: the flags, loading the model / tokenizer / pairs / scorer, and
+// the settings that go into the run folder's run.json. The run folder itself (run.json and its
+// resume check, generations.jsonl shared by the phases run into it, the phase folders and their
+// outputs) is the library's experiments::RunFolder (experiments/run_folder.hpp).
 
 #include <cstdio>
 #include <filesystem>
@@ -26,6 +26,7 @@
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/run_folder.hpp"
 #include "mechlens/experiments/study.hpp"
 #include "mechlens/experiments/summary.hpp"
 #include "mechlens/experiments/svg_figure.hpp"
@@ -115,19 +116,14 @@ struct Setup {
   std::vector<ex::PromptPair> pairs;
   std::vector<ex::EncodedPair> encoded;
   std::unique_ptr<mechlens::metrics::Scorer> scorer;
-  std::optional<ex::RecordLog> log;
   ex::StudySettings settings;
-  nlohmann::json run;  ///< run.json
+  std::optional<ex::RunFolder> folder;  ///< --out: run.json, generations.jsonl, the phase folders
   std::unique_ptr<ex::Progress> progress;
 
   const mechlens::ModelConfig& config() const { return model->config(); }
+  ex::RecordLog& log() { return folder->log(); }
   ex::Study study() {
-    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, *log, progress.get());
-  }
-  std::string phase_dir(const std::string& phase) const {
-    const std::string d = flags.out + "/" + phase;
-    fs::create_directories(d);
-    return d;
+    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, log(), progress.get());
   }
 };
 
@@ -176,51 +172,29 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   s.settings = flags.sampling;
 
   // run.json: the settings every record of this folder was made with.
-  s.run = {{"model", s.model_dir},
-           {"tokenizer", s.tokenizer_path},
-           {"pairs", s.pairs_path},
-           {"n_pairs", s.pairs.size()},
-           {"seed", flags.sampling.seed},
-           {"max_new_tokens", flags.sampling.max_new_tokens},
-           {"temperature", flags.sampling.temperature},
-           {"top_k", flags.sampling.top_k},
-           {"top_p", flags.sampling.top_p},
-           {"batch_size", flags.sampling.batch_size},
-           {"dtype", flags.dtype},
-           {"device", flags.device},
-           {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},
-           {"system", flags.system},
-           {"scorer", s.scorer->name()},
-           {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
-           {"align", flags.align},
-           {"rerotate", flags.rerotate}};
-  fs::create_directories(flags.out);
-  const std::string run_path = flags.out + "/run.json";
-  const std::string log_path = flags.out + "/generations.jsonl";
-  if (flags.resume && fs::exists(run_path)) {
-    auto before = mechlens::io::read_json_file(run_path);
-    std::string diff;
-    for (auto it = s.run.begin(); it != s.run.end(); ++it)
-      if (!before.contains(it.key()) || before[it.key()] != it.value())
-        diff += fmt::format("\n  {}: recorded {}, now {}", it.key(), before.value(it.key(), nlohmann::json()).dump(),
-                            it.value().dump());
-    MECHLENS_CHECK(diff.empty(), mechlens::ArgumentError,
-                   "--resume: the run in '{}' was made with other settings; resuming would mix them:{}\nuse the "
-                   "same flags, or another --out",
-                   flags.out, diff);
-  }
-  s.log.emplace(ex::RecordLog::open(log_path, flags.resume));
-  nlohmann::json stored = s.run;
-  stored["programs"] = nlohmann::json::array();
-  if (fs::exists(run_path)) {
-    auto before = mechlens::io::read_json_file(run_path);
-    if (before.contains("programs")) stored["programs"] = before["programs"];
-  }
-  stored["programs"].push_back(program);
-  mechlens::io::write_file_atomically(run_path, stored.dump(2) + "\n");
-  if (s.log->resumed() > 0)
-    std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log_path.c_str(), s.log->resumed(),
-                 s.log->dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
+  nlohmann::json run = {{"model", s.model_dir},
+                        {"tokenizer", s.tokenizer_path},
+                        {"pairs", s.pairs_path},
+                        {"n_pairs", s.pairs.size()},
+                        {"seed", flags.sampling.seed},
+                        {"max_new_tokens", flags.sampling.max_new_tokens},
+                        {"temperature", flags.sampling.temperature},
+                        {"top_k", flags.sampling.top_k},
+                        {"top_p", flags.sampling.top_p},
+                        {"batch_size", flags.sampling.batch_size},
+                        {"dtype", flags.dtype},
+                        {"device", flags.device},
+                        {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},
+                        {"system", flags.system},
+                        {"scorer", s.scorer->name()},
+                        {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
+                        {"align", flags.align},
+                        {"rerotate", flags.rerotate}};
+  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(run), program, flags.resume));
+  const auto& log = s.log();
+  if (log.resumed() > 0)
+    std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log.path().c_str(), log.resumed(),
+                 log.dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
   const auto mode = flags.progress == "on" ? ex::Progress::Mode::On
                     : flags.progress == "off" ? ex::Progress::Mode::Off : ex::Progress::Mode::Auto;
   s.progress = std::make_unique<ex::Progress>(0, "generations", mode);
@@ -269,14 +243,7 @@ inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Con
 inline void write_phase(Setup& s, const std::string& phase, const ex::Summary& summary, const std::string& table,
                         const std::string& figure_title, const std::vector<ex::BarPanel>& panels,
                         nlohmann::json meta = nlohmann::json::object()) {
-  const std::string dir = s.phase_dir(phase);
-  meta["settings"] = s.run;
-  meta["phase"] = phase;
-  meta["generations"] = fs::path(s.log->path()).filename().string();
-  ex::write_summary_json(dir + "/summary.json", summary, meta);
-  mechlens::io::write_file_atomically(dir + "/summary.csv", ex::summary_csv(summary));
-  mechlens::io::write_file_atomically(dir + "/table.txt", table);
-  ex::write_svg_figure(dir + "/figure.svg", figure_title, panels);
+  s.folder->write_phase(phase, summary, table, figure_title, panels, std::move(meta));
 }
 
 /// Bars of mean score by condition with their bootstrap CIs.

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("\n%zu generations recorded in %s/generations.jsonl; tables, summary.json, summary.csv and "
                 "figure.svg in %s/phase1/ and %s/phase2/ (%.0f s)\n",
-                s.log->records().size(), f.out.c_str(), f.out.c_str(), f.out.c_str(), secs);
+                s.log().records().size(), f.out.c_str(), f.out.c_str(), f.out.c_str(), secs);
     return 0;
   });
 }

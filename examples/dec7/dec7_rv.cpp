@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
         {"recursive + baseline KV", conditions[3], conditions[1], "recursive + baseline KV vs recursive", "", conditions[0], conditions[1]}};
     ex::SummaryOptions so;
     so.bootstrap.seed = f.sampling.seed;
-    const auto& records = s.log->records();
+    const auto& records = s.log().records();
     const auto behaviour = ex::summarize_records(records, conditions, contrasts, so);
     const auto clean = ex::summarize_records(with_rv_as_score(records, "rv_clean_pass"), conditions, contrasts, so);
     const auto patched = ex::summarize_records(with_rv_as_score(records, "rv_patched_pass"), conditions, contrasts, so);
@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < s.pairs.size(); ++i)
       for (Role role : {Role::Recursive, Role::Baseline}) {
         const double v = prompt_rv[role == Role::Recursive ? i : s.pairs.size() + i];
-        const auto r = s.log->find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
+        const auto r = s.log().find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
         if (r && std::isfinite(v)) x.push_back(v), y.push_back(r->score);
       }
     for (const auto& r : records) {

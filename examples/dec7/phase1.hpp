@@ -70,7 +70,7 @@ inline PhaseResult run_phase1(Setup& s, LayerRange layers) {
   ex::SummaryOptions so;
   so.bootstrap.seed = s.flags.sampling.seed;
   PhaseResult r;
-  r.summary = ex::summarize_records(s.log->records(), conditions, contrasts, so);
+  r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
   const auto labels = phase1_labels(at);
   r.table = fmt::format("Phase 1: KV cache transfer at layers {} ({} pairs; score = {}; transfer = % of the natural "
                         "recursive - baseline gap)\n\n{}\n{}",

@@ -18,6 +18,7 @@
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/run_folder.hpp"
 #include "mechlens/experiments/rv.hpp"
 #include "mechlens/experiments/study.hpp"
 #include "mechlens/experiments/summary.hpp"

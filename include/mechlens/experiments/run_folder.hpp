@@ -1,0 +1,135 @@
+#pragma once
+/// \file
+/// A run folder: where the programs of a study write, and what lets a later program resume it.
+///
+///   <out>/run.json            the settings every record of the folder was made with (those a
+///                             resumed run must match), and "programs": the programs that ran in it
+///   <out>/generations.jsonl   the records (RecordLog, records.hpp), shared by every program run in it
+///   <out>/<phase>/            per phase: summary.json, summary.csv, table.txt, figure.svg
+///
+///   nlohmann::json settings = {{"model", dir}, {"seed", 0}, ...};   // what the records depend on
+///   auto folder = experiments::RunFolder::open("runs/demo", settings, "my_program", resume);
+///   experiments::Study study(..., folder.log());
+///   ...
+///   folder.write_phase("phase1", summary, table, "Phase 1", panels);
+///
+/// open() without `resume` refuses a folder whose generations.jsonl already holds records. With
+/// `resume`, every key of `settings` must equal run.json's (the error lists each difference); a
+/// `check_records` callback then sees the records kept from earlier runs (Study's per-record
+/// check, study.hpp, names the first record made otherwise). Only after these checks is run.json
+/// rewritten (atomically), so a refused resume leaves the folder as it was.
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "mechlens/core/error.hpp"
+#include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/summary.hpp"
+#include "mechlens/experiments/svg_figure.hpp"
+#include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/json.hpp"
+
+namespace mechlens::experiments {
+
+class RunFolder {
+ public:
+  /// Sees the records a resumed folder keeps; throws to refuse the resume.
+  using RecordCheck = std::function<void(const RecordLog&)>;
+
+  /// Opens (creating it when missing) the run folder `out` for writing; `settings` (a JSON
+  /// object) is what run.json records and a resume must match; `program` is appended to
+  /// run.json's "programs". See the file comment for the checks.
+  static RunFolder open(const std::string& out, nlohmann::json settings, const std::string& program, bool resume,
+                        const RecordCheck& check_records = {}) {
+    MECHLENS_CHECK(!out.empty(), ArgumentError, "run folder: the folder's path is empty (expected a folder to write "
+                                                "run.json and generations.jsonl into)");
+    MECHLENS_CHECK(settings.is_object(), ArgumentError, "run folder '{}': the settings must be a JSON object, not {}",
+                   out, settings.type_name());
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    MECHLENS_CHECK(!ec, IoError, "cannot create the run folder '{}': {}", out, ec.message());
+    MECHLENS_CHECK(std::filesystem::is_directory(out, ec), IoError, "the run folder '{}' is not a folder", out);
+
+    RunFolder f;
+    f.path_ = out;
+    f.settings_ = std::move(settings);
+    const std::string run_path = f.file("run.json");
+    nlohmann::json before;
+    if (std::filesystem::exists(run_path, ec)) before = io::read_json_file(run_path);
+    if (resume && before.is_object()) {
+      std::string diff;
+      for (auto it = f.settings_.begin(); it != f.settings_.end(); ++it)
+        if (!before.contains(it.key()) || before[it.key()] != it.value())
+          diff += fmt::format("\n  {}: recorded {}, now {}", it.key(),
+                              before.contains(it.key()) ? before[it.key()].dump() : std::string("(absent)"),
+                              it.value().dump());
+      MECHLENS_CHECK(diff.empty(), ArgumentError,
+                     "resuming the run in '{}': it was made with other settings, and resuming would mix them:{}\n"
+                     "use the same settings (flags), or another output folder",
+                     out, diff);
+    }
+    f.log_.emplace(RecordLog::open(f.file("generations.jsonl"), resume));
+    if (check_records) check_records(*f.log_);
+
+    nlohmann::json stored = f.settings_;
+    stored["programs"] = before.is_object() && before.contains("programs") && before["programs"].is_array()
+                             ? before["programs"]
+                             : nlohmann::json::array();
+    stored["programs"].push_back(program);
+    io::write_file_atomically(run_path, stored.dump(2) + "\n");
+    return f;
+  }
+
+  /// The folder as given to open().
+  const std::string& path() const { return path_; }
+  /// `<folder>/<name>`.
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  /// The settings run.json records (without "programs").
+  const nlohmann::json& settings() const { return settings_; }
+  RecordLog& log() { return *log_; }
+  const RecordLog& log() const { return *log_; }
+
+  /// `<folder>/<phase>`, created when missing.
+  std::string phase_dir(const std::string& phase) const {
+    MECHLENS_CHECK(!phase.empty() && phase.find('/') == std::string::npos && phase != "." && phase != "..",
+                   ArgumentError, "run folder '{}': phase name '{}' must be a plain folder name", path_, phase);
+    const std::string d = file(phase);
+    std::error_code ec;
+    std::filesystem::create_directories(d, ec);
+    MECHLENS_CHECK(!ec, IoError, "cannot create the phase folder '{}': {}", d, ec.message());
+    return d;
+  }
+
+  /// Writes `<folder>/<phase>/`: summary.json (the summary, with `meta` plus "settings" (run.json's),
+  /// "phase" and "generations" (the log's file name)), summary.csv, table.txt and figure.svg
+  /// (`panels` under `figure_title`). Each file is written atomically.
+  void write_phase(const std::string& phase, const Summary& summary, const std::string& table,
+                   const std::string& figure_title, const std::vector<BarPanel>& panels,
+                   nlohmann::json meta = nlohmann::json::object()) const {
+    const std::string dir = phase_dir(phase);
+    meta["settings"] = settings_;
+    meta["phase"] = phase;
+    meta["generations"] = std::filesystem::path(log_->path()).filename().string();
+    write_summary_json(dir + "/summary.json", summary, meta);
+    io::write_file_atomically(dir + "/summary.csv", summary_csv(summary));
+    io::write_file_atomically(dir + "/table.txt", table);
+    write_svg_figure(dir + "/figure.svg", figure_title, panels);
+  }
+
+ private:
+  RunFolder() = default;
+
+  std::string path_;
+  nlohmann::json settings_;
+  std::optional<RecordLog> log_;
+};
+
+}  // namespace mechlens::experiments
