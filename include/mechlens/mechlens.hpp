@@ -42,6 +42,7 @@
 #include "mechlens/interventions/steering.hpp"
 #include "mechlens/interventions/swaps.hpp"
 #include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/file_lock.hpp"
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/npy.hpp"
 #include "mechlens/io/safetensors.hpp"

@@ -1,6 +1,10 @@
 // experiments::RunFolder: run.json (settings, programs), the resume check, the records check
 // before run.json is rewritten, and a phase's outputs.
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
 
 #include <catch2/catch.hpp>
@@ -103,4 +107,70 @@ TEST_CASE("A run folder writes a phase's summary.json, summary.csv, table.txt an
   CHECK_THAT(read_all(dir + "/phase1/figure.svg"), Catch::Contains("The figure") && Catch::Contains("<svg"));
   CHECK_THAT(read_all(dir + "/phase1/summary.csv"), Catch::StartsWith("kind,"));
   CHECK_THROWS_WITH(folder.phase_dir("../x"), Catch::Contains("plain folder name"));
+}
+
+TEST_CASE("A run folder is locked while open: a second writer, here or in a DEC7 program, stops naming the holder's pid",
+          "[experiments][run_folder][lock]") {
+  const std::string dir = test::temp_dir("run_folder_lock");
+  const std::string me = "pid " + std::to_string(::getpid());
+  const std::vector<std::string> program = {"--out", dir, "--n", "2", "--max-new-tokens", "2"};
+  {
+    auto folder = ex::RunFolder::open(dir, {{"seed", 0}}, "holder", false);
+    CHECK(folder.lock_path() == dir + "/.lock");
+    CHECK(read_all(dir + "/.lock") == std::to_string(::getpid()) + "\n");
+    CHECK_THROWS_WITH(ex::RunFolder::open(dir, {{"seed", 0}}, "second", false),
+                      Catch::Contains("run folder '" + dir + "' is in use") && Catch::Contains(me));
+    const auto r = test::run_program("dec7_kv_transfer", program);
+    INFO(r.output);
+    CHECK(r.exit_code != 0);
+    CHECK_THAT(r.output, Catch::Contains("run folder '" + dir + "' is in use") && Catch::Contains(me) &&
+                             Catch::Contains(dir + "/.lock"));
+    CHECK(read_all(dir + "/generations.jsonl").empty());  // the second writer wrote nothing
+  }
+  // Released when the holder goes: the program runs (its run.json replaces the holder's).
+  const auto r = test::run_program("dec7_kv_transfer", program);
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("A run folder's lock goes with its holder when that is killed with SIGKILL", "[experiments][run_folder][lock]") {
+  const std::string dir = test::temp_dir("run_folder_kill");
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t holder = ::fork();
+  REQUIRE(holder >= 0);
+  if (holder == 0) {  // the child: open the folder, say so, and wait to be killed
+    ::close(ready[0]);
+    char ok = 'n';
+    try {
+      auto folder = ex::RunFolder::open(dir, {{"seed", 0}}, "holder", false);
+      ok = 'y';
+      (void)!::write(ready[1], &ok, 1);
+      for (;;) ::pause();
+    } catch (...) {
+      (void)!::write(ready[1], &ok, 1);
+    }
+    ::_exit(1);
+  }
+  ::close(ready[1]);
+  char ok = 0;
+  REQUIRE(::read(ready[0], &ok, 1) == 1);
+  ::close(ready[0]);
+  REQUIRE(ok == 'y');
+  const std::string them = "pid " + std::to_string(holder);
+  CHECK_THROWS_WITH(ex::RunFolder::open(dir, {{"seed", 0}}, "second", false), Catch::Contains(them));
+  const auto refused = test::run_program("dec7_kv_transfer", {"--out", dir, "--n", "2", "--max-new-tokens", "2"});
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.output, Catch::Contains("is in use") && Catch::Contains(them));
+
+  ::kill(holder, SIGKILL);
+  int status = 0;
+  REQUIRE(::waitpid(holder, &status, 0) == holder);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGKILL);
+  // Nobody holds it now: this process can open the folder, and after it a DEC7 program can.
+  { auto folder = ex::RunFolder::open(dir, {{"seed", 0}}, "after", true); }
+  const auto r = test::run_program("dec7_kv_transfer", {"--out", dir, "--n", "2", "--max-new-tokens", "2"});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
 }

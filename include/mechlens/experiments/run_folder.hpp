@@ -2,6 +2,8 @@
 /// \file
 /// A run folder: where the programs of a study write, and what lets a later program resume it.
 ///
+///   <out>/.lock               an advisory flock (io/file_lock.hpp) held while the folder is open
+///                             for writing, holding the writer's pid: a second writer stops at once
 ///   <out>/run.json            the settings every record of the folder was made with (those a
 ///                             resumed run must match), and "programs": the programs that ran in it
 ///   <out>/generations.jsonl   the records (RecordLog, records.hpp), shared by every program run in it
@@ -13,7 +15,10 @@
 ///   ...
 ///   folder.write_phase("phase1", summary, table, "Phase 1", panels);
 ///
-/// open() without `resume` refuses a folder whose generations.jsonl already holds records. With
+/// open() first takes the folder's lock: while one RunFolder holds it (the DEC7 programs hold it
+/// until they exit), any other open() of the folder — by another process, or a second open in
+/// this one — is an IoError naming the folder and the holder's pid. The kernel drops the lock
+/// when the holder ends, killed with SIGKILL included. Then, without `resume`, it refuses a folder whose generations.jsonl already holds records. With
 /// `resume`, every key of `settings` must equal run.json's (the error lists each difference); a
 /// `check_records` callback then sees the records kept from earlier runs (Study's per-record
 /// check, study.hpp, names the first record made otherwise). Only after these checks is run.json
@@ -35,6 +40,7 @@
 #include "mechlens/experiments/summary.hpp"
 #include "mechlens/experiments/svg_figure.hpp"
 #include "mechlens/io/atomic_file.hpp"
+#include "mechlens/io/file_lock.hpp"
 #include "mechlens/io/json.hpp"
 
 namespace mechlens::experiments {
@@ -59,6 +65,7 @@ class RunFolder {
     MECHLENS_CHECK(std::filesystem::is_directory(out, ec), IoError, "the run folder '{}' is not a folder", out);
 
     RunFolder f;
+    f.lock_ = io::FileLock::acquire(out + "/.lock", "run folder '" + out + "'");
     f.path_ = out;
     f.settings_ = std::move(settings);
     const std::string run_path = f.file("run.json");
@@ -96,6 +103,8 @@ class RunFolder {
   const nlohmann::json& settings() const { return settings_; }
   RecordLog& log() { return *log_; }
   const RecordLog& log() const { return *log_; }
+  /// `<folder>/.lock`, held while this object lives.
+  const std::string& lock_path() const { return lock_.path(); }
 
   /// `<folder>/<phase>`, created when missing.
   std::string phase_dir(const std::string& phase) const {
@@ -127,6 +136,7 @@ class RunFolder {
  private:
   RunFolder() = default;
 
+  io::FileLock lock_;  ///< first: destroyed last, after the log is closed
   std::string path_;
   nlohmann::json settings_;
   std::optional<RecordLog> log_;
