@@ -190,7 +190,11 @@ inline Setup setup(const Flags& flags, const std::string& program) {
                         {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
                         {"align", flags.align},
                         {"rerotate", flags.rerotate}};
-  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(run), program, flags.resume));
+  // Every record kept on --resume is checked against these settings and pairs before run.json is
+  // rewritten (without run.json, that check is what stops a resume with other settings).
+  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
+    ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
+  }));
   const auto& log = s.log();
   if (log.resumed() > 0)
     std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log.path().c_str(), log.resumed(),
@@ -236,6 +240,8 @@ inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Con
                            const std::string& phase) {
   s.progress->add_total(study.size() * static_cast<int64_t>(conditions.size()));
   s.progress->set_label(phase);
+  for (const auto& c : conditions) study.check_kept(c);  // every condition's kept records, before any runs
+  s.folder->save_settings();                            // then run.json may say what they were made with
   for (const auto& c : conditions) study.run(c);
 }
 

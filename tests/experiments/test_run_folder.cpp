@@ -174,3 +174,19 @@ TEST_CASE("A run folder's lock goes with its holder when that is killed with SIG
   INFO(r.output);
   CHECK(r.exit_code == 0);
 }
+
+TEST_CASE("Resumed into records without run.json, a run folder writes run.json only once told the records agree",
+          "[experiments][run_folder]") {
+  const std::string dir = test::temp_dir("run_folder_deferred");
+  {
+    auto folder = ex::RunFolder::open(dir, {{"seed", 3}}, "p", false);
+    folder.log().append(some_record("p1"));
+  }
+  REQUIRE(test::fs::remove(dir + "/run.json"));
+  auto folder = ex::RunFolder::open(dir, {{"seed", 3}}, "q", true);
+  CHECK_FALSE(test::fs::exists(dir + "/run.json"));
+  folder.save_settings();
+  const auto j = test::read_json(dir + "/run.json");
+  CHECK(j["seed"] == 3);
+  CHECK(j["programs"] == nlohmann::json::array({"q"}));
+}

@@ -27,6 +27,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
+#include "mechlens/experiments/intervention_spec.hpp"
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/generation/generate.hpp"
@@ -77,6 +78,14 @@ struct Condition {
   Role target = Role::Baseline;      ///< the prompt that is decoded
   std::string intervention;          ///< in words, recorded ("" when natural)
   std::string layers;                ///< "lo:hi" of the patch ("" when none)
+  /// What is done, as data: the intervention spec's JSON (to_json(InterventionSpec),
+  /// intervention_spec.hpp); null when natural. Recorded, and compared when a run resumes.
+  nlohmann::json spec;
+  /// What a probe reads besides the generation (e.g. {"rv": options}); null when none. Recorded
+  /// and compared like `spec`.
+  nlohmann::json probe;
+  /// The source pair of each pair (indices into the pair list); empty: each pair is its own.
+  std::vector<size_t> source_of;
   std::function<PreparedBatch(const BatchContext&)> prepare;
 };
 
@@ -112,7 +121,7 @@ inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<in
 
 inline nlohmann::json source_json(const BatchContext& ctx, size_t row, Role role, const std::vector<size_t>* source_of) {
   const size_t s = source_of ? (*source_of)[row] : row;
-  return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}};
+  return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}, {"prompt_ids", (*ctx.encoded)[s].ids(role)}};
 }
 
 }  // namespace detail
@@ -175,13 +184,20 @@ inline Condition kv_transfer(std::string name, Role target, KvTransferOptions op
                                opt.source_label.empty() ? (opt.source_of.empty() ? "same pair" : "other pair")
                                                         : opt.source_label,
                                layers.str(), align_name(opt.align), opt.rerotate ? ", keys re-rotated" : "", slots);
-  RowSpliceOptions so;
-  so.layers = layers;
-  so.align = opt.align;
-  so.from_end = opt.from_end;
-  so.from_start = opt.from_start;
-  so.rerotate = opt.rerotate;
-  so.rope = cfg.rope;
+  // The spec is what runs: the splice's options are made from it.
+  InterventionSpec spec;
+  spec.kind = InterventionSpec::Kind::KvSplice;
+  spec.layers = layers;
+  spec.align = opt.align;
+  spec.rows = true;
+  spec.rerotate = opt.rerotate;
+  spec.from_end = opt.from_end;
+  spec.from_start = opt.from_start;
+  spec.source.role = role_name(opt.source);
+  spec.source.other_pair = !opt.source_of.empty();
+  c.spec = to_json(spec);
+  c.source_of = opt.source_of;
+  const RowSpliceOptions so = to_row_splice_options(spec, cfg);
   c.prepare = [target, opt, so](const BatchContext& ctx) {
     const std::vector<size_t>* src_of = opt.source_of.empty() ? nullptr : &opt.source_of;
     PreparedBatch p;
@@ -242,8 +258,16 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
   c.layers = layers.str();
   c.intervention = fmt::format("single-pass patch of {} at layers {} from the {} prompt (prefill only), {}-aligned",
                                patch_site_name(site), layers.str(), role_name(source), align_name(align));
-  const auto hooks = patch_hooks(site, layers);
-  c.prepare = [target, source, hooks, align](const BatchContext& ctx) {
+  InterventionSpec spec;
+  spec.kind = InterventionSpec::Kind::Swap;
+  spec.site = patch_site_name(site);
+  spec.layers = layers;
+  spec.align = align;
+  spec.rows = true;
+  spec.source.role = role_name(source);
+  c.spec = to_json(spec);
+  const auto hooks = spec_hooks(spec);
+  c.prepare = [target, source, hooks, spec](const BatchContext& ctx) {
     at::NoGradGuard no_grad;
     PreparedBatch p;
     std::vector<int64_t> ns, nt;
@@ -256,7 +280,7 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
     fo.attention_mask = mask;
     auto cached = ctx.model->run_with_cache(ids, co, fo).second;
     {
-      auto scope = ctx.model->apply(patch_rows(hooks, cached, ns, nt, align));
+      auto scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
       ctx.target_prefill_starts();
       p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     }

@@ -22,7 +22,11 @@
 /// `resume`, every key of `settings` must equal run.json's (the error lists each difference); a
 /// `check_records` callback then sees the records kept from earlier runs (Study's per-record
 /// check, study.hpp, names the first record made otherwise). Only after these checks is run.json
-/// rewritten (atomically), so a refused resume leaves the folder as it was.
+/// rewritten (atomically), so a refused resume leaves the folder as it was. One case waits: a
+/// resume into a folder that holds records but no run.json (deleted) writes run.json only when
+/// save_settings() is called — after the caller has checked every record it keeps, including
+/// those checked per condition (Study::check_kept) — or with the first write_phase; a resume
+/// refused before then leaves no run.json claiming settings the records were not made with.
 
 #include <filesystem>
 #include <functional>
@@ -86,13 +90,21 @@ class RunFolder {
     f.log_.emplace(RecordLog::open(f.file("generations.jsonl"), resume));
     if (check_records) check_records(*f.log_);
 
-    nlohmann::json stored = f.settings_;
-    stored["programs"] = before.is_object() && before.contains("programs") && before["programs"].is_array()
-                             ? before["programs"]
-                             : nlohmann::json::array();
-    stored["programs"].push_back(program);
-    io::write_file_atomically(run_path, stored.dump(2) + "\n");
+    f.stored_ = f.settings_;
+    f.stored_["programs"] = before.is_object() && before.contains("programs") && before["programs"].is_array()
+                                ? before["programs"]
+                                : nlohmann::json::array();
+    f.stored_["programs"].push_back(program);
+    f.unsaved_ = true;
+    if (!(resume && before.is_null() && f.log_->resumed() > 0)) f.save_settings();
     return f;
+  }
+
+  /// Writes run.json (atomically) if open() left it unwritten (see the file comment).
+  void save_settings() {
+    if (!unsaved_) return;
+    io::write_file_atomically(file("run.json"), stored_.dump(2) + "\n");
+    unsaved_ = false;
   }
 
   /// The folder as given to open().
@@ -122,7 +134,8 @@ class RunFolder {
   /// (`panels` under `figure_title`). Each file is written atomically.
   void write_phase(const std::string& phase, const Summary& summary, const std::string& table,
                    const std::string& figure_title, const std::vector<BarPanel>& panels,
-                   nlohmann::json meta = nlohmann::json::object()) const {
+                   nlohmann::json meta = nlohmann::json::object()) {
+    save_settings();
     const std::string dir = phase_dir(phase);
     meta["settings"] = settings_;
     meta["phase"] = phase;
@@ -140,6 +153,8 @@ class RunFolder {
   std::string path_;
   nlohmann::json settings_;
   std::optional<RecordLog> log_;
+  nlohmann::json stored_;  ///< run.json: the settings and "programs"
+  bool unsaved_ = false;
 };
 
 }  // namespace mechlens::experiments
