@@ -53,8 +53,9 @@ struct Flags {
   std::string tokenizer;
   std::string pairs;
   int64_t n = 0;
-  /// seed, max_new_tokens, temperature, top_k, top_p, batch_size (the programs decode 32 pairs together)
-  ex::StudySettings sampling = [] {
+  /// sampling (seed, temperature, top_k, top_p), max_new_tokens, batch_size (the programs decode
+  /// 32 pairs together)
+  ex::StudySettings study = [] {
     ex::StudySettings d;
     d.batch_size = 32;
     return d;
@@ -83,18 +84,18 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
                                      "examples/prompts/toy_pairs.jsonl for the embedded model, else "
                                      "examples/prompts/instruct_pairs.jsonl");
   app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str();
-  app.add_option("--seed", f.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
-  app.add_option("--max-new-tokens", f.sampling.max_new_tokens, "tokens generated per prompt")->capture_default_str();
-  app.add_option("--temperature", f.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", f.sampling.top_k, "top-k sampling (0: off)")->capture_default_str();
-  app.add_option("--top-p", f.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str();
+  app.add_option("--seed", f.study.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
+  app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str();
+  app.add_option("--temperature", f.study.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", f.study.sampling.top_k, "top-k sampling (0: off)")->capture_default_str();
+  app.add_option("--top-p", f.study.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str();
   app.add_option("--layers", f.layers, "layer range(s) lo:hi, comma-separated (half-open, 0-based); what they "
                                        "select is said in each program's --help");
   app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
   app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
-  app.add_option("--batch-size", f.sampling.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
+  app.add_option("--batch-size", f.study.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
   app.add_option("--format", f.format, "prompt format: raw, chat (user turn of the chat template) or auto (chat when "
                                        "the tokenizer has a template)")->capture_default_str();
   app.add_option("--system", f.system, "system message for the chat format (default: none)");
@@ -169,19 +170,19 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   // An immediate stop token gives a text without words: scored 0 (hits per 100 words of nothing).
   s.scorer = std::make_unique<mechlens::metrics::KeywordScorer>(lexicon, mechlens::metrics::EmptyTextPolicy::Zero);
 
-  s.settings = flags.sampling;
+  s.settings = flags.study;
 
   // run.json: the settings every record of this folder was made with.
   nlohmann::json run = {{"model", s.model_dir},
                         {"tokenizer", s.tokenizer_path},
                         {"pairs", s.pairs_path},
                         {"n_pairs", s.pairs.size()},
-                        {"seed", flags.sampling.seed},
-                        {"max_new_tokens", flags.sampling.max_new_tokens},
-                        {"temperature", flags.sampling.temperature},
-                        {"top_k", flags.sampling.top_k},
-                        {"top_p", flags.sampling.top_p},
-                        {"batch_size", flags.sampling.batch_size},
+                        {"seed", flags.study.sampling.seed},
+                        {"max_new_tokens", flags.study.max_new_tokens},
+                        {"temperature", flags.study.sampling.temperature},
+                        {"top_k", flags.study.sampling.top_k},
+                        {"top_p", flags.study.sampling.top_p},
+                        {"batch_size", flags.study.batch_size},
                         {"dtype", flags.dtype},
                         {"device", flags.device},
                         {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},

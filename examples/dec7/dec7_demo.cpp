@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     const auto n = s.config().n_layers();
     std::printf("model %s (%lld layers), %zu pairs from %s, %lld new tokens at temperature %g, seed %llu\n\n",
                 s.model_dir.c_str(), static_cast<long long>(n), s.pairs.size(), s.pairs_path.c_str(),
-                static_cast<long long>(f.sampling.max_new_tokens), f.sampling.temperature, static_cast<unsigned long long>(f.sampling.seed));
+                static_cast<long long>(f.study.max_new_tokens), f.study.sampling.temperature, static_cast<unsigned long long>(f.study.sampling.seed));
     auto p1 = dec7::run_phase1(s, {0, n});
     auto p2 = dec7::run_phase2(s, dec7::parse_layer_list(f.layers, n, dec7::study_ranges(n)),
                                dec7::ex::parse_correction(correction));

@@ -29,7 +29,7 @@ inline PhaseResult run_phase2(Setup& s, const std::vector<LayerRange>& ranges, e
   run_conditions(s, study, runs, "phase 2");
 
   ex::SummaryOptions so;
-  so.bootstrap.seed = s.flags.sampling.seed;
+  so.bootstrap.seed = s.flags.study.sampling.seed;
   so.correction = correction;
   PhaseResult r;
   r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);

@@ -70,11 +70,11 @@ TEST_CASE("A kept record made with other settings is named with the field, what 
     return [&log, s, &run] { ex::check_kept_records(log, s, run.pairs, run.encoded); };
   };
   ex::StudySettings s = run.settings;
-  s.seed = 5;
+  s.sampling.seed = 5;
   CHECK_THROWS_WITH(refused(s)(), Catch::Contains("record 'baseline|b'") && Catch::Contains("seed: recorded 0, now 5") &&
                                       Catch::Contains("generations.jsonl"));
   s = run.settings;
-  s.temperature = 1.3;
+  s.sampling.temperature = 1.3;
   CHECK_THROWS_WITH(refused(s)(), Catch::Contains("sampling.temperature: recorded 0.7, now 1.3"));
   s = run.settings;
   s.max_new_tokens = 6;

@@ -74,7 +74,7 @@ inline void check_kept_records(const RecordLog& log, const StudySettings& settin
                                               "or --n changed?)",
                                               pairs.size()));
     const size_t i = it->second;
-    if (r.seed != settings.seed) detail::kept_record_differs(log, r, "seed", r.seed, settings.seed, "");
+    if (r.seed != settings.sampling.seed) detail::kept_record_differs(log, r, "seed", r.seed, settings.sampling.seed, "");
     for (auto s = sampling.begin(); s != sampling.end(); ++s) {
       const nlohmann::json recorded = r.sampling.is_object() && r.sampling.contains(s.key()) ? r.sampling[s.key()]
                                                                                            : nlohmann::json();

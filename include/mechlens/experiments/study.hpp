@@ -47,6 +47,9 @@ class Study {
     MECHLENS_CHECK(pairs_.size() == encoded_.size(), ArgumentError, "Study: {} pairs but {} encoded pairs",
                    pairs_.size(), encoded_.size());
     MECHLENS_CHECK(settings_.batch_size >= 1, ArgumentError, "Study: batch size {} must be >= 1", settings_.batch_size);
+    MECHLENS_CHECK(settings_.max_new_tokens >= 0, ArgumentError, "Study: max_new_tokens {} is negative",
+                   settings_.max_new_tokens);
+    settings_.sampling.check();
     check_kept_records(log_, settings_, pairs_, encoded_);
   }
 
@@ -107,10 +110,8 @@ class Study {
     PreparedBatch prepared = c.prepare(ctx);
     GenerationOptions go;
     go.max_new_tokens = settings_.max_new_tokens;
-    go.sampling.temperature = settings_.temperature;
-    go.sampling.top_k = settings_.top_k;
-    go.sampling.top_p = settings_.top_p;
-    go.sampling.seed = batch_seed(settings_.seed, ctx.batch_index);
+    go.sampling = settings_.sampling;
+    go.sampling.seed = batch_seed(settings_.sampling.seed, ctx.batch_index);
     go.stop_tokens = settings_.stop_tokens;
     GenerationResult result = decode(model_, prepared.state, go);
     prepared.decoding_scope.reset();
@@ -130,7 +131,7 @@ class Study {
       r.layers = c.layers;
       r.spec = c.spec;
       r.probe = c.probe;
-      r.seed = settings_.seed;
+      r.seed = settings_.sampling.seed;
       r.sampler_seed = go.sampling.seed;
       r.batch = ctx.batch_index;
       r.batch_size = settings_.batch_size;

@@ -1,8 +1,8 @@
 #pragma once
 /// \file
-/// StudySettings: how a Study (study.hpp) decodes every condition — the sampling, the tokens per
-/// generation, the batch size and extra stop tokens — and batch_seed, the seed of batch k's
-/// sampler. Every record carries these settings (records.hpp), and a resumed run checks them
+/// StudySettings: how a Study (study.hpp) decodes every condition — the generation layer's
+/// SamplingOptions (generation/sampler.hpp), the tokens per generation, and the study's own batch
+/// size and extra stop tokens — and batch_seed, the seed of batch k's sampler. Every record carries these settings (records.hpp), and a resumed run checks them
 /// record by record (resume_check.hpp).
 
 #include <cstdint>
@@ -10,21 +10,27 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mechlens/generation/sampler.hpp"
+
 namespace mechlens::experiments {
 
 struct StudySettings {
-  uint64_t seed = 0;
-  int64_t max_new_tokens = 50;
-  double temperature = 0.7;
-  int64_t top_k = 0;
-  double top_p = 1.0;
-  int64_t batch_size = 16;
+  /// temperature (default 0.7 here), top_k, top_p, and seed: the run's seed, from which batch k's
+  /// sampler gets batch_seed(seed, k) (and the DEC7 programs seed their shuffled controls and
+  /// bootstraps).
+  SamplingOptions sampling = [] {
+    SamplingOptions s;
+    s.temperature = 0.7;
+    return s;
+  }();
+  int64_t max_new_tokens = 50;       ///< tokens generated per prompt (GenerationOptions::max_new_tokens)
+  int64_t batch_size = 16;           ///< pairs decoded together (rows of a batch share one sampler)
   std::vector<int64_t> stop_tokens;  ///< besides the model's eos ids
 
   /// The record's "sampling" field.
   nlohmann::json sampling_json() const {
-    return {{"temperature", temperature}, {"top_k", top_k}, {"top_p", top_p}, {"max_new_tokens", max_new_tokens},
-            {"stop_tokens", stop_tokens}};
+    return {{"temperature", sampling.temperature}, {"top_k", sampling.top_k}, {"top_p", sampling.top_p},
+            {"max_new_tokens", max_new_tokens}, {"stop_tokens", stop_tokens}};
   }
 };
 
