@@ -29,6 +29,7 @@
 #include "mechlens/experiments/table.hpp"
 #include "mechlens/generation/cuda_graph.hpp"
 #include "mechlens/generation/generate.hpp"
+#include "mechlens/generation/left_pad.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/generation/sampler.hpp"
 #include "mechlens/hooks/activation_cache.hpp"

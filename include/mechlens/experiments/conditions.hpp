@@ -31,6 +31,7 @@
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/generation/generate.hpp"
+#include "mechlens/generation/left_pad.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/interventions/kv_splice_rows.hpp"
@@ -90,29 +91,6 @@ struct Condition {
 };
 
 namespace detail {
-
-/// Left-pads token rows into ids [b, longest] and a mask; `lengths` receives each row's size.
-inline std::pair<at::Tensor, at::Tensor> left_pad(const std::vector<std::vector<int64_t>>& rows,
-                                                  std::vector<int64_t>& lengths) {
-  int64_t longest = 0;
-  lengths.clear();
-  for (const auto& r : rows) {
-    lengths.push_back(static_cast<int64_t>(r.size()));
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(r.size()));
-  }
-  const auto b = static_cast<int64_t>(rows.size());
-  std::vector<int64_t> ids(static_cast<size_t>(b * longest), 0), live(static_cast<size_t>(b * longest), 0);
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& row = rows[static_cast<size_t>(r)];
-    const auto n = static_cast<int64_t>(row.size());
-    for (int64_t i = 0; i < n; ++i) {
-      ids[static_cast<size_t>(r * longest + longest - n + i)] = row[static_cast<size_t>(i)];
-      live[static_cast<size_t>(r * longest + longest - n + i)] = 1;
-    }
-  }
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  return {at::tensor(ids, opts).view({b, longest}), at::tensor(live, opts).view({b, longest})};
-}
 
 inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<int64_t>> rows) {
   for (auto& r : rows) r.pop_back();
@@ -270,15 +248,16 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
   c.prepare = [target, source, hooks, spec](const BatchContext& ctx) {
     at::NoGradGuard no_grad;
     PreparedBatch p;
-    std::vector<int64_t> ns, nt;
-    auto [ids, mask] = detail::left_pad(detail::without_last(ctx.prompts(source)), ns);
+    std::vector<int64_t> nt;
+    const LeftPadded src = left_pad(detail::without_last(ctx.prompts(source)));
     for (const auto& t : ctx.prompts(target)) nt.push_back(static_cast<int64_t>(t.size()) - 1);
     CacheOptions co;
     co.names = hooks;
     ForwardOptions fo;
     fo.last_position_only = true;
-    fo.attention_mask = mask;
-    auto cached = ctx.model->run_with_cache(ids, co, fo).second;
+    fo.attention_mask = src.live;
+    auto cached = ctx.model->run_with_cache(src.ids, co, fo).second;
+    const std::vector<int64_t>& ns = src.lengths;
     {
       auto scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
       ctx.target_prefill_starts();
