@@ -120,6 +120,7 @@ struct Setup {
   ex::StudySettings settings;
   std::optional<ex::RunFolder> folder;  ///< --out: run.json, generations.jsonl, the phase folders
   std::unique_ptr<ex::Progress> progress;
+  std::vector<std::string> warnings;  ///< printed by setup (e.g. a resumed run made by another version)
 
   const mechlens::ModelConfig& config() const { return model->config(); }
   ex::RecordLog& log() { return folder->log(); }
@@ -195,7 +196,10 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   // rewritten (without run.json, that check is what stops a resume with other settings).
   s.folder.emplace(ex::RunFolder::open(flags.out, std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
     ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
+    for (auto& w : ex::check_kept_made_with(log, ex::made_with(*s.model))) s.warnings.push_back(std::move(w));
   }));
+  for (const auto& w : s.folder->warnings()) s.warnings.push_back(w);
+  for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const auto& log = s.log();
   if (log.resumed() > 0)
     std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log.path().c_str(), log.resumed(),

@@ -87,3 +87,4 @@
 #include "mechlens/tokenizer/post_processors.hpp"
 #include "mechlens/tokenizer/pre_tokenizers.hpp"
 #include "mechlens/tokenizer/tokenizer.hpp"
+#include "mechlens/version.hpp"

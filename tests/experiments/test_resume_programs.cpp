@@ -7,6 +7,8 @@
 #include <catch2/catch.hpp>
 
 #include <mechlens/experiments/prompt_pairs.hpp>
+#include <mechlens/experiments/records.hpp>
+#include <mechlens/version.hpp>
 
 #include "experiments_test_support.hpp"
 
@@ -84,4 +86,48 @@ TEST_CASE("Resuming a finished run with the same settings adds nothing", "[exper
   const auto again = test::read_json(dir + "/phase1/summary.json");
   CHECK(again["conditions"] == summary["conditions"]);
   CHECK(again["contrasts"] == summary["contrasts"]);
+}
+
+TEST_CASE("Records and run.json say which versions and engine made them; another version warns, not refuses",
+          "[experiments][resume]") {
+  const std::string dir = test::temp_dir("made_with");
+  REQUIRE(kv_transfer(dir).exit_code == 0);
+  const auto run = test::read_json(dir + "/run.json");
+  CHECK(run["made_with"] == nlohmann::json{{"mechlens", mechlens::version()}, {"libtorch", mechlens::libtorch_version()}});
+  auto records = ex::load_records(dir + "/generations.jsonl");
+  REQUIRE(records.size() == 24);
+  for (const auto& r : records) {
+    CHECK(r.made_with["mechlens"] == MECHLENS_CMAKE_VERSION);
+    CHECK(r.made_with["libtorch"] == std::string(TORCH_VERSION));
+    CHECK(r.made_with["device"] == "cpu");
+    CHECK(r.made_with["dtype"] == "float32");
+    CHECK(r.made_with["fused_model"] == true);     // load_model fuses by default
+    CHECK(r.made_with["fused_kernels"] == false);  // CUDA only
+    CHECK(r.made_with["cuda_graph"] == false);     // CUDA only
+    CHECK(r.batch_size == 32);
+    if (r.condition != "baseline" && r.condition != "recursive") {
+      CHECK(r.spec["kind"] == "kv_splice");
+      CHECK(r.source["prompt_ids"].size() >= 2);
+    }
+  }
+  // Rewrite the folder as if an older mechlens had made it: kept, with a warning.
+  std::string text;
+  for (auto& r : records) {
+    r.made_with["mechlens"] = "0.0.1";
+    text += ex::to_json(r).dump() + "\n";
+  }
+  std::ofstream(dir + "/generations.jsonl", std::ios::binary | std::ios::trunc) << text;
+  auto j = run;
+  j["made_with"]["mechlens"] = "0.0.1";
+  std::ofstream(dir + "/run.json", std::ios::trunc) << j.dump(2);
+  const auto r = kv_transfer(dir, {"--resume"});
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("warning:") && Catch::Contains("24 of the 24 kept records were made with mechlens \"0.0.1\"") &&
+                           Catch::Contains("written by"));
+  // Another dtype is refused record by record, run.json or not.
+  REQUIRE(test::fs::remove(dir + "/run.json"));
+  const auto other = kv_transfer(dir, {"--resume", "--dtype", "bfloat16"});
+  CHECK(other.exit_code != 0);
+  CHECK_THAT(other.output, Catch::Contains("made_with.dtype: recorded \"float32\", now \"bfloat16\""));
 }

@@ -54,6 +54,9 @@ struct GenerationRecord {
   double score = 0.0;
   std::string scorer;            ///< e.g. "keywords:recursive_default"
   nlohmann::json extra = nlohmann::json::object();  ///< program-specific values (R_V readings, ...)
+  /// What computed it: {"mechlens", "libtorch" (versions), "device", "dtype", "fused_model",
+  /// "fused_kernels", "cuda_graph"} (study.hpp's made_with); null in records older than the field.
+  nlohmann::json made_with;
 
   std::string id() const { return record_id(condition, pair_id); }
   /// The id splits at its first '|': a condition name never holds one (record_id refuses it), a
@@ -79,7 +82,7 @@ inline nlohmann::json to_json(const GenerationRecord& r) {
           {"sampling", r.sampling}, {"text", r.text},
           {"ids", r.ids},         {"stopped", r.stopped},
           {"score", r.score},     {"scorer", r.scorer},
-          {"extra", r.extra}};
+          {"extra", r.extra},     {"made_with", r.made_with}};
 }
 
 /// Parses a record; `where` names file and line in errors.
@@ -113,6 +116,7 @@ inline GenerationRecord record_from_json(const nlohmann::json& j, const std::str
     r.score = j.at("score").get<double>();
     r.scorer = j.value("scorer", "");
     r.extra = j.value("extra", nlohmann::json::object());
+    r.made_with = j.value("made_with", nlohmann::json());
   } catch (const nlohmann::json::exception& e) {
     ::mechlens::detail::raise<FormatError>("{}: malformed record ({})", where, e.what());
   }

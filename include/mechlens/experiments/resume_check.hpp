@@ -8,8 +8,11 @@
 ///   check_kept_records(log, settings, pairs, encoded)   // every record: settings and prompts
 ///   check_kept_records(log, condition, pairs)           // the records of one condition: its spec
 ///
+///   check_kept_made_with(log, now)                       // device and dtype; versions warn
+///
 /// The first record that differs is an ArgumentError naming the log, the record id, the field,
-/// and the recorded and current values. Study (study.hpp) runs both checks; a RunFolder
+/// and the recorded and current values. A record made by another mechlens or LibTorch version is
+/// kept: check_kept_made_with returns a warning for it (the record says which version made it). Study (study.hpp) runs both checks; a RunFolder
 /// (run_folder.hpp) can run the first before it rewrites run.json.
 
 #include <cstdint>
@@ -106,6 +109,31 @@ inline void check_kept_records(const RecordLog& log, const StudySettings& settin
       detail::kept_record_differs(log, r, "source.prompt_ids", recorded_ids, now_ids,
                                   fmt::format("the {} prompt of the source pair '{}' changed", source_role, source_pair));
   }
+}
+
+/// Checks what computed every record of `log` against `now` (study.hpp's made_with for the
+/// current model): another device or dtype is an ArgumentError naming the record; other mechlens
+/// or LibTorch versions give one warning each (returned, for the caller to show).
+inline std::vector<std::string> check_kept_made_with(const RecordLog& log, const nlohmann::json& now) {
+  std::map<std::string, size_t> versions;
+  for (const auto& r : log.records()) {
+    for (const char* key : {"device", "dtype"}) {
+      const nlohmann::json recorded = r.made_with.is_object() && r.made_with.contains(key) ? r.made_with[key]
+                                                                                           : nlohmann::json();
+      if (recorded != now.at(key))
+        detail::kept_record_differs(log, r, std::string("made_with.") + key, recorded, now.at(key), "");
+    }
+    for (const char* key : {"mechlens", "libtorch"})
+      if (r.made_with.value(key, nlohmann::json()) != now.at(key))
+        ++versions[std::string(key) + " " + detail::excerpt(r.made_with.value(key, nlohmann::json()), 40)];
+  }
+  std::vector<std::string> warnings;
+  for (const auto& [what, n] : versions)
+    warnings.push_back(fmt::format("'{}': {} of the {} kept records were made with {} (this is mechlens {}, LibTorch "
+                                   "{}); they are kept, and each record says what made it",
+                                   log.path(), n, log.records().size(), what, now.at("mechlens").get<std::string>(),
+                                   now.at("libtorch").get<std::string>()));
+  return warnings;
 }
 
 /// Checks the records of condition `c` in `log`: the decoded prompt, the intervention spec, the

@@ -5,7 +5,8 @@
 ///   <out>/.lock               an advisory flock (io/file_lock.hpp) held while the folder is open
 ///                             for writing, holding the writer's pid: a second writer stops at once
 ///   <out>/run.json            the settings every record of the folder was made with (those a
-///                             resumed run must match), and "programs": the programs that ran in it
+///                             resumed run must match), "programs": the programs that ran in it,
+///                             and "made_with": the mechlens and LibTorch versions that last wrote it
 ///   <out>/generations.jsonl   the records (RecordLog, records.hpp), shared by every program run in it
 ///   <out>/<phase>/            per phase: summary.json, summary.csv, table.txt, figure.svg
 ///
@@ -46,6 +47,7 @@
 #include "mechlens/io/atomic_file.hpp"
 #include "mechlens/io/file_lock.hpp"
 #include "mechlens/io/json.hpp"
+#include "mechlens/version.hpp"
 
 namespace mechlens::experiments {
 
@@ -95,10 +97,20 @@ class RunFolder {
                                 ? before["programs"]
                                 : nlohmann::json::array();
     f.stored_["programs"].push_back(program);
+    f.stored_["made_with"] = {{"mechlens", version()}, {"libtorch", libtorch_version()}};
+    if (before.is_object() && before.contains("made_with") && before["made_with"] != f.stored_["made_with"])
+      f.warnings_.push_back(fmt::format("the run in '{}' was written by {} and is continued by {}; its records say "
+                                        "which version made each",
+                                        out, before["made_with"].dump(), f.stored_["made_with"].dump()));
     f.unsaved_ = true;
     if (!(resume && before.is_null() && f.log_->resumed() > 0)) f.save_settings();
     return f;
   }
+
+  /// What open() noticed but did not refuse (e.g. another mechlens or LibTorch version wrote the
+  /// folder before), for the caller to show.
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  void warn(std::string message) { warnings_.push_back(std::move(message)); }
 
   /// Writes run.json (atomically) if open() left it unwritten (see the file comment).
   void save_settings() {
@@ -155,6 +167,7 @@ class RunFolder {
   std::optional<RecordLog> log_;
   nlohmann::json stored_;  ///< run.json: the settings and "programs"
   bool unsaved_ = false;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace mechlens::experiments

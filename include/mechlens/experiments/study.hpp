@@ -31,12 +31,31 @@
 #include "mechlens/experiments/records.hpp"
 #include "mechlens/experiments/resume_check.hpp"
 #include "mechlens/experiments/study_settings.hpp"
+#include "mechlens/core/dtype.hpp"
 #include "mechlens/generation/generate.hpp"
+#include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/metrics/behaviour.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/tokenizer/tokenizer.hpp"
+#include "mechlens/version.hpp"
 
 namespace mechlens::experiments {
+
+/// What computes `model`'s records: the mechlens and LibTorch versions, the device and dtype,
+/// whether the model is fused (the fast engine, models/fast_engine.hpp, runs every block without
+/// an active hook), whether mechlens' CUDA kernels run for its activations
+/// (kernels::fused_available), and `cuda_graph` (GenerationResult::used_cuda_graph).
+inline nlohmann::json made_with(const ModelImpl& model, bool cuda_graph = false) {
+  at::NoGradGuard no_grad;  // as in decoding: the kernels run only without autograd
+  const bool kernels = model.fused() && kernels::fused_available(at::empty({0}, model.options()));
+  return {{"mechlens", version()},
+          {"libtorch", libtorch_version()},
+          {"device", model.device().str()},
+          {"dtype", dtype_name(model.dtype())},
+          {"fused_model", model.fused()},
+          {"fused_kernels", kernels},
+          {"cuda_graph", cuda_graph}};
+}
 
 class Study {
  public:
@@ -51,6 +70,7 @@ class Study {
                    settings_.max_new_tokens);
     settings_.sampling.check();
     check_kept_records(log_, settings_, pairs_, encoded_);
+    (void)check_kept_made_with(log_, made_with(model_));  // another device or dtype is an error here too
   }
 
   const std::vector<PromptPair>& pairs() const { return pairs_; }
@@ -117,6 +137,7 @@ class Study {
     prepared.decoding_scope.reset();
     std::vector<nlohmann::json> extra(ctx.rows.size(), nlohmann::json::object());
     if (prepared.finish) prepared.finish(result, extra);
+    const nlohmann::json computed = made_with(model_, result.used_cuda_graph);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       const PromptPair& pair = pairs_[ctx.rows[i]];
       GenerationRecord r;
@@ -144,6 +165,7 @@ class Study {
       r.score = scorer_.score_item({r.id(), r.text});
       r.scorer = scorer_.name();
       r.extra = extra[i];
+      r.made_with = computed;
       if (i < prepared.notes.size() && !prepared.notes[i].is_null())
         for (auto it = prepared.notes[i].begin(); it != prepared.notes[i].end(); ++it) r.extra[it.key()] = it.value();
       log_.append(r);
