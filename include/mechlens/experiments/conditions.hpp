@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// Conditions of the study: what is done to a batch of pairs before decoding. A Condition names
-/// the prompt that is decoded (its *target*: the recursive or the baseline prompt of each pair)
+/// the prompt that is decoded (its *target*: the treatment — in DEC7, recursive — or the baseline
+/// prompt of each pair)
 /// and prepares the batch's prompt state — plainly prefilled (natural), prefilled and then given
 /// another prompt's KV cache on some layers (KV transfer), or prefilled under a single-pass
 /// activation patch (V, Q, K, Q+K+V, residual stream). Study (study.hpp) decodes, scores and
@@ -132,7 +133,7 @@ inline std::vector<size_t> shuffled_sources(size_t n, uint64_t seed) {
 }
 
 struct KvTransferOptions {
-  Role source = Role::Recursive;      ///< which prompt of the source pair gives its cache
+  Role source = Role::Treatment;      ///< which prompt of the source pair gives its cache
   std::optional<LayerRange> layers;   ///< default: all layers
   Align align = Align::Right;
   bool rerotate = false;
