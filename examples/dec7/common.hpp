@@ -138,6 +138,8 @@ inline std::string canonical(const std::string& p) {
 /// Loads model, tokenizer, pairs and scorer; opens the run folder. `program` names the caller
 /// in run.json.
 inline Setup setup(const Flags& flags, const std::string& program) {
+  // The run folder's lock first: a second program on this --out stops before loading a model.
+  mechlens::io::FileLock lock = ex::RunFolder::lock(flags.out);
   Setup s;
   s.flags = flags;
   if (flags.threads > 0) at::set_num_threads(flags.threads);
@@ -194,7 +196,7 @@ inline Setup setup(const Flags& flags, const std::string& program) {
                         {"rerotate", flags.rerotate}};
   // Every record kept on --resume is checked against these settings and pairs before run.json is
   // rewritten (without run.json, that check is what stops a resume with other settings).
-  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
+  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(lock), std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
     ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
     for (auto& w : ex::check_kept_made_with(log, ex::made_with(*s.model))) s.warnings.push_back(std::move(w));
   }));

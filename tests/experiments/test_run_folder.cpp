@@ -126,6 +126,10 @@ TEST_CASE("A run folder is locked while open: a second writer, here or in a DEC7
     CHECK_THAT(r.output, Catch::Contains("run folder '" + dir + "' is in use") && Catch::Contains(me) &&
                              Catch::Contains(dir + "/.lock"));
     CHECK(read_all(dir + "/generations.jsonl").empty());  // the second writer wrote nothing
+    // ... and stopped before it loaded anything: a model folder that does not exist is not reached.
+    const auto early = test::run_program("dec7_kv_transfer", {"--out", dir, "--model", dir + "/no-such-model"});
+    CHECK(early.exit_code != 0);
+    CHECK_THAT(early.output, Catch::Contains("is in use") && !Catch::Contains("no-such-model"));
   }
   // Released when the holder goes: the program runs (its run.json replaces the holder's).
   const auto r = test::run_program("dec7_kv_transfer", program);
@@ -170,6 +174,14 @@ TEST_CASE("A run folder's lock goes with its holder when that is killed with SIG
   REQUIRE(WTERMSIG(status) == SIGKILL);
   // Nobody holds it now: this process can open the folder, and after it a DEC7 program can.
   { auto folder = ex::RunFolder::open(dir, {{"seed", 0}}, "after", true); }
+  {  // the two-step form: lock, then open with the lock
+    auto held = ex::RunFolder::lock(dir);
+    CHECK_THROWS_WITH(ex::RunFolder::lock(dir), Catch::Contains("is in use"));
+    auto folder = ex::RunFolder::open(dir, std::move(held), {{"seed", 0}}, "two-step", true);
+    CHECK(folder.lock_path() == dir + "/.lock");
+    CHECK_THROWS_WITH(ex::RunFolder::open(dir + "/x", io::FileLock(), {{"seed", 0}}, "p", false),
+                      Catch::Contains("needs the folder's own lock"));
+  }
   const auto r = test::run_program("dec7_kv_transfer", {"--out", dir, "--n", "2", "--max-new-tokens", "2"});
   INFO(r.output);
   CHECK(r.exit_code == 0);

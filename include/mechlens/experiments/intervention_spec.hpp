@@ -142,7 +142,9 @@ inline nlohmann::json positions_to_json(const Positions& p) {
   return nullptr;
 }
 
-namespace detail {
+}  // namespace mechlens::experiments
+
+namespace mechlens::detail {
 
 inline std::vector<int64_t> spec_ints(const nlohmann::json& j, const std::string& key, const std::string& where,
                                       int64_t minimum) {
@@ -217,7 +219,7 @@ inline Positions spec_positions(const nlohmann::json& v, const std::string& key,
       v.type_name());
 }
 
-inline SpecSource spec_source(const nlohmann::json& v, const std::string& where) {
+inline experiments::SpecSource spec_source(const nlohmann::json& v, const std::string& where) {
   const std::string w = where + ", field 'source'";
   MECHLENS_CHECK(v.is_object(), ConfigError,
                  "{}: must be an object: {{\"role\": \"recursive\"|\"baseline\", \"pair\": \"same\"|\"other\"}}, "
@@ -227,7 +229,7 @@ inline SpecSource spec_source(const nlohmann::json& v, const std::string& where)
     MECHLENS_CHECK(it.key() == "role" || it.key() == "pair" || it.key() == "ids" || it.key() == "prompt", ConfigError,
                    "{}: '{}' is not a source field (expected role and pair, ids, or prompt)", w,
                    it.key().substr(0, 100));
-  SpecSource s;
+  experiments::SpecSource s;
   const int given = int(v.contains("role")) + int(v.contains("ids")) + int(v.contains("prompt"));
   MECHLENS_CHECK(given == 1, ConfigError, "{}: give exactly one of 'role', 'ids' and 'prompt' (got {})", w, given);
   if (v.contains("role")) {
@@ -251,7 +253,7 @@ inline SpecSource spec_source(const nlohmann::json& v, const std::string& where)
   return s;
 }
 
-inline nlohmann::json source_to_json(const SpecSource& s) {
+inline nlohmann::json source_to_json(const experiments::SpecSource& s) {
   if (!s.role.empty()) return {{"role", s.role}, {"pair", s.other_pair ? "other" : "same"}};
   if (!s.ids.empty()) return {{"ids", s.ids}};
   return {{"prompt", s.prompt}};
@@ -262,7 +264,9 @@ inline const std::vector<std::string>& spec_sites() {
   return sites;
 }
 
-}  // namespace detail
+}  // namespace mechlens::detail
+
+namespace mechlens::experiments {
 
 /// Parses a spec; `where` names it in errors (a file and entry, a record). Every problem is a
 /// ConfigError naming the field and what was expected.
@@ -320,20 +324,20 @@ inline InterventionSpec parse_intervention_spec(const nlohmann::json& j, const s
   }
   if (s.kind == Kind::Swap) {
     s.site = io::json_required<std::string>(j, "site", where);
-    const auto& sites = detail::spec_sites();
+    const auto& sites = ::mechlens::detail::spec_sites();
     MECHLENS_CHECK(std::find(sites.begin(), sites.end(), s.site) != sites.end(), ConfigError,
                    "{}: field 'site' is '{}', expected v, q, k, qkv, resid or z", where, s.site.substr(0, 100));
     MECHLENS_CHECK(has("layers"), ConfigError, "{}: required field 'layers' is missing (the layers a swap acts at)",
                    where);
   }
   if (has("layers")) {
-    s.layers = detail::spec_layers(j, where);
+    s.layers = ::mechlens::detail::spec_layers(j, where);
     MECHLENS_CHECK(s.kind == Kind::KvSplice || s.kind == Kind::Swap || s.hook.rfind("blocks.*.", 0) == 0, ConfigError,
                    "{}: field 'layers' needs a hook glob that starts with 'blocks.*.' (hook is '{}')", where,
                    s.hook.substr(0, 100));
   }
-  if (has("positions")) s.positions = detail::spec_positions(j.at("positions"), "positions", where);
-  if (has("heads")) s.heads = IndexSet::only(detail::spec_ints(j, "heads", where, 0));
+  if (has("positions")) s.positions = ::mechlens::detail::spec_positions(j.at("positions"), "positions", where);
+  if (has("heads")) s.heads = IndexSet::only(::mechlens::detail::spec_ints(j, "heads", where, 0));
   if (has("align")) {
     const auto a = io::json_as<std::string>(j.at("align"), "align", where);
     MECHLENS_CHECK(a == "exact" || a == "left" || a == "right", ConfigError,
@@ -353,13 +357,13 @@ inline InterventionSpec parse_intervention_spec(const nlohmann::json& j, const s
                        "{}: field 'slot_map' holds {}, expected [target slot, source slot]", where,
                        e.dump().substr(0, 100));
         nlohmann::json holder = {{"slot_map", e}};
-        const auto ts = detail::spec_ints(holder, "slot_map", where, 0);
+        const auto ts = ::mechlens::detail::spec_ints(holder, "slot_map", where, 0);
         s.slot_map.emplace_back(ts[0], ts[1]);
       }
     }
-    if (has("slots")) s.slots = detail::spec_positions(j.at("slots"), "slots", where);
-    if (has("from_end")) s.from_end = detail::spec_ints(j, "from_end", where, 1);
-    if (has("from_start")) s.from_start = detail::spec_ints(j, "from_start", where, 0);
+    if (has("slots")) s.slots = ::mechlens::detail::spec_positions(j.at("slots"), "slots", where);
+    if (has("from_end")) s.from_end = ::mechlens::detail::spec_ints(j, "from_end", where, 1);
+    if (has("from_start")) s.from_start = ::mechlens::detail::spec_ints(j, "from_start", where, 0);
     if (s.rows) {
       MECHLENS_CHECK(s.heads.is_all() && s.slot_map.empty() && s.slots.is_all(), ConfigError,
                      "{}: 'heads', 'slot_map' and 'slots' apply to plain splices; a row splice (rows: true) takes "
@@ -395,7 +399,7 @@ inline InterventionSpec parse_intervention_spec(const nlohmann::json& j, const s
   }
   if (s.kind == Kind::Scale) s.factor = io::json_required<double>(j, "factor", where);
 
-  if (has("source")) s.source = detail::spec_source(j.at("source"), where);
+  if (has("source")) s.source = ::mechlens::detail::spec_source(j.at("source"), where);
   const bool needs_source = s.kind == Kind::Patch || s.kind == Kind::Swap ||
                             (s.kind == Kind::Ablation && s.mode != InterventionSpec::Ablation::Zero);
   MECHLENS_CHECK(!needs_source || s.source.given(), ConfigError,
@@ -435,7 +439,7 @@ inline nlohmann::json to_json(const InterventionSpec& s) {
     j["scale"] = s.scale;
   }
   if (s.kind == Kind::Scale) j["factor"] = s.factor;
-  if (s.source.given()) j["source"] = detail::source_to_json(s.source);
+  if (s.source.given()) j["source"] = ::mechlens::detail::source_to_json(s.source);
   return j;
 }
 
@@ -466,14 +470,18 @@ inline std::vector<std::string> spec_hooks(const InterventionSpec& s) {
   return out;
 }
 
-namespace detail {
-inline Selection spec_selection(const InterventionSpec& s) {
+}  // namespace mechlens::experiments
+
+namespace mechlens::detail {
+inline Selection spec_selection(const experiments::InterventionSpec& s) {
   Selection sel;
   sel.positions = s.positions;
   sel.heads = s.heads;
   return sel;
 }
-}  // namespace detail
+}  // namespace mechlens::detail
+
+namespace mechlens::experiments {
 
 /// The Intervention of a hook spec (patch, swap, ablation, steering, scale). `source` holds the
 /// source run's activations at spec_hooks(s) (patch, swap) or the reference inputs' (mean and
@@ -490,7 +498,7 @@ inline Intervention to_intervention(const InterventionSpec& s, const ActivationC
                             (s.kind == Kind::Ablation && s.mode != InterventionSpec::Ablation::Zero);
   MECHLENS_CHECK(!needs_source || source != nullptr, ArgumentError,
                  "to_intervention: a {} needs the source run's activation cache", spec_kind_name(s.kind));
-  const Selection sel = detail::spec_selection(s);
+  const Selection sel = ::mechlens::detail::spec_selection(s);
   Intervention out;
   for (const auto& name : spec_hooks(s)) {
     switch (s.kind) {

@@ -16,14 +16,16 @@
 ///   ...
 ///   folder.write_phase("phase1", summary, table, "Phase 1", panels);
 ///
-/// open() first takes the folder's lock: while one RunFolder holds it (the DEC7 programs hold it
-/// until they exit), any other open() of the folder — by another process, or a second open in
-/// this one — is an IoError naming the folder and the holder's pid. The kernel drops the lock
-/// when the holder ends, killed with SIGKILL included. Then, without `resume`, it refuses a folder whose generations.jsonl already holds records. With
-/// `resume`, every key of `settings` must equal run.json's (the error lists each difference); a
-/// `check_records` callback then sees the records kept from earlier runs (Study's per-record
-/// check, study.hpp, names the first record made otherwise). Only after these checks is run.json
-/// rewritten (atomically), so a refused resume leaves the folder as it was. One case waits: a
+/// open() first takes the folder's lock (or is given it: lock(out), which a program calls before
+/// it loads anything): while one RunFolder holds it (the DEC7 programs hold it until they exit),
+/// any other open() of the folder — by another process, or a second open in this one — is an
+/// IoError naming the folder and the holder's pid. The kernel drops the lock when the holder
+/// ends, killed with SIGKILL included. Then, without `resume`, it refuses a folder whose
+/// generations.jsonl already holds records. With `resume`, every key of `settings` must equal
+/// run.json's (the error lists each difference); a `check_records` callback then sees the records
+/// kept from earlier runs (resume_check.hpp names the first record made otherwise). Only after
+/// these checks is run.json rewritten (atomically), so a refused resume leaves the folder as it
+/// was. One case waits: a
 /// resume into a folder that holds records but no run.json (deleted) writes run.json only when
 /// save_settings() is called — after the caller has checked every record it keeps, including
 /// those checked per condition (Study::check_kept) — or with the first write_phase; a resume
@@ -61,17 +63,34 @@ class RunFolder {
   /// run.json's "programs". See the file comment for the checks.
   static RunFolder open(const std::string& out, nlohmann::json settings, const std::string& program, bool resume,
                         const RecordCheck& check_records = {}) {
+    return open(out, lock(out), std::move(settings), program, resume, check_records);
+  }
+
+  /// Creates the folder `out` when missing and takes its lock, reading nothing else: a program
+  /// calls this first, so that a second writer stops before it loads a model, and passes the lock
+  /// to open() when it has the settings.
+  static io::FileLock lock(const std::string& out) {
     MECHLENS_CHECK(!out.empty(), ArgumentError, "run folder: the folder's path is empty (expected a folder to write "
                                                 "run.json and generations.jsonl into)");
-    MECHLENS_CHECK(settings.is_object(), ArgumentError, "run folder '{}': the settings must be a JSON object, not {}",
-                   out, settings.type_name());
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
     MECHLENS_CHECK(!ec, IoError, "cannot create the run folder '{}': {}", out, ec.message());
     MECHLENS_CHECK(std::filesystem::is_directory(out, ec), IoError, "the run folder '{}' is not a folder", out);
+    return io::FileLock::acquire(out + "/.lock", "run folder '" + out + "'");
+  }
+
+  /// open() with the folder's lock already taken (lock(out)).
+  static RunFolder open(const std::string& out, io::FileLock held, nlohmann::json settings, const std::string& program,
+                        bool resume, const RecordCheck& check_records = {}) {
+    MECHLENS_CHECK(held.held() && held.path() == out + "/.lock", ArgumentError,
+                   "run folder '{}': open() needs the folder's own lock (RunFolder::lock('{}')), got {}", out, out,
+                   held.held() ? "'" + held.path() + "'" : std::string("none"));
+    MECHLENS_CHECK(settings.is_object(), ArgumentError, "run folder '{}': the settings must be a JSON object, not {}",
+                   out, settings.type_name());
+    std::error_code ec;
 
     RunFolder f;
-    f.lock_ = io::FileLock::acquire(out + "/.lock", "run folder '" + out + "'");
+    f.lock_ = std::move(held);
     f.path_ = out;
     f.settings_ = std::move(settings);
     const std::string run_path = f.file("run.json");

@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "mechlens/core/dtype.hpp"
 #include "mechlens/core/error.hpp"
 #include "mechlens/experiments/conditions.hpp"
 #include "mechlens/experiments/progress.hpp"
@@ -31,7 +32,6 @@
 #include "mechlens/experiments/records.hpp"
 #include "mechlens/experiments/resume_check.hpp"
 #include "mechlens/experiments/study_settings.hpp"
-#include "mechlens/core/dtype.hpp"
 #include "mechlens/generation/generate.hpp"
 #include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/metrics/behaviour.hpp"

@@ -2,8 +2,9 @@
 /// \file
 /// StudySettings: how a Study (study.hpp) decodes every condition — the generation layer's
 /// SamplingOptions (generation/sampler.hpp), the tokens per generation, and the study's own batch
-/// size and extra stop tokens — and batch_seed, the seed of batch k's sampler. Every record carries these settings (records.hpp), and a resumed run checks them
-/// record by record (resume_check.hpp).
+/// size and extra stop tokens — and batch_seed, the seed of batch k's sampler. Every record
+/// carries these settings (records.hpp), and a resumed run checks them record by record
+/// (resume_check.hpp).
 
 #include <cstdint>
 #include <vector>
