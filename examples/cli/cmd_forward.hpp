@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <mechlens/experiments/intervention_spec.hpp>
 #include <mechlens/interventions/patch.hpp>
 #include <mechlens/io/safetensors.hpp>
 
@@ -15,19 +16,20 @@
 
 namespace mechlens::cli {
 
-/// One entry of a --patch-file: run the source, take `hook`'s activation, and in the target run
-/// put it in place at `positions` (and `head`).
-struct PatchSpec {
-  std::string hook;
+/// One entry of a --patch-file: an intervention spec (experiments/intervention_spec.hpp) and the
+/// token ids of its source run (empty when it takes none).
+struct PatchEntry {
+  experiments::InterventionSpec spec;
   std::vector<int64_t> source_ids;
-  Selection selection;
-  Align align = Align::Exact;
 };
 
-/// Reads a --patch-file: a JSON list of {"hook", "source_ids" | "source_prompt", "positions"
-/// (a list, "all" or "LO:HI"; default all), "head" (optional), "align" ("left" | "right",
-/// optional)}. Every problem names the file, the entry and the field.
-inline std::vector<PatchSpec> read_patch_file(const std::string& path, const ModelArgs& model, const ModelConfig& cfg) {
+/// Reads a --patch-file: a JSON list whose entries are either intervention specs — objects with a
+/// "kind": patch, swap, ablation, steering or scale, their source given as {"ids": [...]} or
+/// {"prompt": "text"} — or the original patch entries {"hook", "source_ids" | "source_prompt",
+/// "positions" (a list, "all" or "LO:HI"; default all), "head" (optional), "align" ("left" |
+/// "right", optional)}, which are read as {"kind": "patch"} specs. Every problem names the file,
+/// the entry and the field.
+inline std::vector<PatchEntry> read_patch_file(const std::string& path, const ModelArgs& model, const ModelConfig& cfg) {
   const std::string arg = "--patch-file";
   nlohmann::json j = blame(arg, [&] { return io::read_json_file(path); });
   if (j.is_object()) j = nlohmann::json::array({j});
@@ -35,19 +37,47 @@ inline std::vector<PatchSpec> read_patch_file(const std::string& path, const Mod
     throw ArgError(arg, fmt::format("'{}' must hold a non-empty JSON list of patches such as {{\"hook\": "
                                     "\"blocks.3.attn.hook_v\", \"source_ids\": [5, 6, 7], \"positions\": [1, 2]}}",
                                     path));
-  std::vector<PatchSpec> out;
+  std::vector<PatchEntry> out;
   for (size_t i = 0; i < j.size(); ++i) {
     const auto& e = j[i];
     const std::string where = fmt::format("'{}' entry {}", path, i);
     auto bad = [&](const std::string& field, const std::string& what) -> ArgError {
       return ArgError(arg, fmt::format("{}: \"{}\" {}", where, field, what));
     };
-    if (!e.is_object()) throw ArgError(arg, fmt::format("{}: expected an object, got {}", where, e.dump()));
+    if (!e.is_object()) throw ArgError(arg, fmt::format("{}: expected an object, got {}", where, e.dump().substr(0, 200)));
+    if (e.contains("kind")) {  // an intervention spec
+      PatchEntry entry;
+      entry.spec = blame(arg, [&] { return experiments::parse_intervention_spec(e, where); });
+      const auto& s = entry.spec;
+      if (s.kind == experiments::InterventionSpec::Kind::KvSplice)
+        throw bad("kind", "kv_splice edits a KV cache, which forward has none of (mechlens generate --kv-source-* splices)");
+      if (s.rows) throw bad("rows", "is for left-padded batches; forward runs one prompt");
+      if (!s.source.role.empty())
+        throw bad("source", "names a study pair's role; give the source as {\"ids\": [...]} or {\"prompt\": \"...\"}");
+      if (!s.source.prompt.empty()) {
+        Tokenizer tok = load_tokenizer_for(arg + " " + where + " \"source\"", model);
+        entry.source_ids = blame(arg, [&] { return tok.encode(s.source.prompt, true); });
+      } else {
+        entry.source_ids = s.source.ids;
+      }
+      try {
+        check_vocab("source ids", entry.source_ids, cfg.vocab_size);
+      } catch (const ArgError& err) {
+        throw ArgError(arg, where + ": " + err.what());
+      }
+      out.push_back(std::move(entry));
+      continue;
+    }
     for (auto it = e.begin(); it != e.end(); ++it)
       if (it.key() != "hook" && it.key() != "source_ids" && it.key() != "source_prompt" && it.key() != "positions" &&
           it.key() != "head" && it.key() != "align")
         throw bad(it.key(), "is not a patch field (expected hook, source_ids or source_prompt, positions, head, align)");
-    PatchSpec p;
+    struct {
+      std::string hook;
+      std::vector<int64_t> source_ids;
+      Selection selection;
+      Align align = Align::Exact;
+    } p;
     if (!e.contains("hook") || !e.at("hook").is_string()) throw bad("hook", "is missing or not a string");
     p.hook = e.at("hook").get<std::string>();
     if (e.contains("source_ids") == e.contains("source_prompt"))
@@ -103,7 +133,15 @@ inline std::vector<PatchSpec> read_patch_file(const std::string& path, const Mod
       if (!e.at("align").is_string()) throw bad("align", "must be \"left\" or \"right\"");
       p.align = blame(arg, [&] { return parse_align(e.at("align").get<std::string>()); });
     }
-    out.push_back(std::move(p));
+    PatchEntry entry;  // the same patch, as a spec
+    entry.spec.kind = experiments::InterventionSpec::Kind::Patch;
+    entry.spec.hook = p.hook;
+    entry.spec.positions = p.selection.positions;
+    entry.spec.heads = p.selection.heads;
+    entry.spec.align = p.align;
+    entry.spec.source.ids = p.source_ids;
+    entry.source_ids = std::move(p.source_ids);
+    out.push_back(std::move(entry));
   }
   return out;
 }
@@ -126,7 +164,8 @@ struct ForwardCommand {
                    "JSON list of patches applied together: {\"hook\", \"source_ids\" (or \"source_prompt\"), "
                    "\"positions\" (list, \"all\" or \"LO:HI\"; default all), \"head\" (optional), \"align\" (left or "
                    "right, for a source of another length)}; each source is run clean and its activation replaces "
-                   "the target's (default: no patches)")
+                   "the target's. Entries may also be intervention specs with a \"kind\" (patch, swap, ablation, "
+                   "steering, scale; docs/experiments.md) (default: no patches)")
         ->check(CLI::ExistingFile);
     app.add_option("--out", out, "safetensors file to write: \"logits\" [1, pos, vocab] and the saved hooks")
         ->required();
@@ -142,26 +181,32 @@ struct ForwardCommand {
       if (!std::filesystem::is_directory(parent, ec))
         throw ArgError("--out", fmt::format("the folder '{}' of '{}' does not exist", parent.string(), out));
     }
-    std::vector<PatchSpec> patches;
+    std::vector<PatchEntry> patches;
     if (!patch_file.empty()) patches = read_patch_file(patch_file, model, cfg);
 
     Model m = model.load();
     for (const auto& glob : save) blame("--save", [&] { m->hooks().select(glob); });
     for (size_t i = 0; i < patches.size(); ++i)
-      blame(fmt::format("--patch-file entry {} \"hook\"", i), [&] { m->hooks().select(patches[i].hook); });
+      for (const auto& hook : blame(fmt::format("--patch-file entry {}", i), [&] { return experiments::spec_hooks(patches[i].spec); }))
+        blame(fmt::format("--patch-file entry {} \"{}\"", i, patches[i].spec.kind == experiments::InterventionSpec::Kind::Swap ? "site" : "hook"),
+              [&] { m->hooks().select(hook); });
 
     auto as_batch = [&](const std::vector<int64_t>& v) {
       return at::tensor(v, at::TensorOptions().dtype(at::kLong)).view({1, static_cast<int64_t>(v.size())});
     };
-    // Each source runs clean (before any patch is attached); then all patches act together.
+    // Each source is run clean (before any patch is attached); then all patches act together.
     Intervention all;
     for (size_t i = 0; i < patches.size(); ++i) {
       const auto& p = patches[i];
       const std::string arg = fmt::format("--patch-file entry {}", i);
+      if (p.source_ids.empty()) {
+        all |= blame(arg, [&] { return experiments::to_intervention(p.spec); });
+        continue;
+      }
       CacheOptions keep;
-      keep.names = {p.hook};
+      keep.names = experiments::spec_hooks(p.spec);
       auto source = blame(arg, [&] { return m->run_with_cache(as_batch(p.source_ids), keep).second; });
-      all |= patch(p.hook, source, p.selection, p.align);
+      all |= blame(arg, [&] { return experiments::to_intervention(p.spec, &source); });
     }
     HookHandle scope = m->apply(all);
 

@@ -18,10 +18,7 @@ struct GenerateCommand {
   PromptArgs kv_source{"kv-source"};
   PromptArgs kv_prefix{"kv-prefix"};
   int64_t max_new_tokens = 0;
-  double temperature = 0.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
-  uint64_t seed = 0;
+  SamplingOptions sampling;  ///< --temperature, --top-k, --top-p, --seed
   std::string kv_layers, kv_align;
   std::string stop_ids;
   bool ignore_eos = false;
@@ -34,16 +31,16 @@ struct GenerateCommand {
     app.add_option("--max-new-tokens", max_new_tokens, "how many tokens to generate at most")
         ->required()
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--temperature", temperature,
+    app.add_option("--temperature", sampling.temperature,
                    "sampling temperature; 0 is greedy, taking the most likely token (default: 0)")
         ->check(finite_number(0.0, /*low_open=*/false, std::numeric_limits<double>::infinity()));
-    app.add_option("--top-k", top_k, "with --temperature: sample among the k most likely tokens (default: 0, all)")
+    app.add_option("--top-k", sampling.top_k, "with --temperature: sample among the k most likely tokens (default: 0, all)")
         ->check(CLI::NonNegativeNumber);
-    app.add_option("--top-p", top_p,
+    app.add_option("--top-p", sampling.top_p,
                    "with --temperature: sample from the smallest set of tokens whose probability reaches p "
                    "(default: 1, all)")
         ->check(finite_number(0.0, /*low_open=*/true, 1.0));
-    app.add_option("--seed", seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)")
+    app.add_option("--seed", sampling.seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)")
         ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
     app.add_option("--stop-ids", stop_ids, "more token ids that end generation: 1,2 (default: none)");
     app.add_flag("--ignore-eos", ignore_eos,
@@ -103,11 +100,6 @@ struct GenerateCommand {
                                                    source.size(), context));
     }
 
-    SamplingOptions sampling;
-    sampling.temperature = temperature;
-    sampling.top_k = top_k;
-    sampling.top_p = top_p;
-    sampling.seed = seed;
     GenerationOptions gen;
     gen.max_new_tokens = max_new_tokens;
     gen.sampling = sampling;

@@ -1,8 +1,8 @@
 #pragma once
-// What every DEC7 program shares: the flags, loading the model / tokenizer / pairs / scorer, the
-// run folder (generations.jsonl shared by the phases run into it, run.json with the settings a
-// resumed run must match), and writing a phase's outputs (summary.json, summary.csv, table.txt,
-// figure.svg under <out>/<phase>/).
+// What every DEC7 program shares: the flags, loading the model / tokenizer / pairs / scorer, and
+// the settings that go into the run folder's run.json. The run folder itself (run.json and its
+// resume check, generations.jsonl shared by the phases run into it, the phase folders and their
+// outputs) is the library's experiments::RunFolder (experiments/run_folder.hpp).
 
 #include <cstdio>
 #include <filesystem>
@@ -26,6 +26,7 @@
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/run_folder.hpp"
 #include "mechlens/experiments/study.hpp"
 #include "mechlens/experiments/summary.hpp"
 #include "mechlens/experiments/svg_figure.hpp"
@@ -52,8 +53,9 @@ struct Flags {
   std::string tokenizer;
   std::string pairs;
   int64_t n = 0;
-  /// seed, max_new_tokens, temperature, top_k, top_p, batch_size (the programs decode 32 pairs together)
-  ex::StudySettings sampling = [] {
+  /// sampling (seed, temperature, top_k, top_p), max_new_tokens, batch_size (the programs decode
+  /// 32 pairs together)
+  ex::StudySettings study = [] {
     ex::StudySettings d;
     d.batch_size = 32;
     return d;
@@ -82,18 +84,18 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
                                      "examples/prompts/toy_pairs.jsonl for the embedded model, else "
                                      "examples/prompts/instruct_pairs.jsonl");
   app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str();
-  app.add_option("--seed", f.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
-  app.add_option("--max-new-tokens", f.sampling.max_new_tokens, "tokens generated per prompt")->capture_default_str();
-  app.add_option("--temperature", f.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", f.sampling.top_k, "top-k sampling (0: off)")->capture_default_str();
-  app.add_option("--top-p", f.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str();
+  app.add_option("--seed", f.study.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
+  app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str();
+  app.add_option("--temperature", f.study.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", f.study.sampling.top_k, "top-k sampling (0: off)")->capture_default_str();
+  app.add_option("--top-p", f.study.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str();
   app.add_option("--layers", f.layers, "layer range(s) lo:hi, comma-separated (half-open, 0-based); what they "
                                        "select is said in each program's --help");
   app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
   app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
-  app.add_option("--batch-size", f.sampling.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
+  app.add_option("--batch-size", f.study.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
   app.add_option("--format", f.format, "prompt format: raw, chat (user turn of the chat template) or auto (chat when "
                                        "the tokenizer has a template)")->capture_default_str();
   app.add_option("--system", f.system, "system message for the chat format (default: none)");
@@ -115,19 +117,15 @@ struct Setup {
   std::vector<ex::PromptPair> pairs;
   std::vector<ex::EncodedPair> encoded;
   std::unique_ptr<mechlens::metrics::Scorer> scorer;
-  std::optional<ex::RecordLog> log;
   ex::StudySettings settings;
-  nlohmann::json run;  ///< run.json
+  std::optional<ex::RunFolder> folder;  ///< --out: run.json, generations.jsonl, the phase folders
   std::unique_ptr<ex::Progress> progress;
+  std::vector<std::string> warnings;  ///< printed by setup (e.g. a resumed run made by another version)
 
   const mechlens::ModelConfig& config() const { return model->config(); }
+  ex::RecordLog& log() { return folder->log(); }
   ex::Study study() {
-    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, *log, progress.get());
-  }
-  std::string phase_dir(const std::string& phase) const {
-    const std::string d = flags.out + "/" + phase;
-    fs::create_directories(d);
-    return d;
+    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, log(), progress.get());
   }
 };
 
@@ -140,6 +138,8 @@ inline std::string canonical(const std::string& p) {
 /// Loads model, tokenizer, pairs and scorer; opens the run folder. `program` names the caller
 /// in run.json.
 inline Setup setup(const Flags& flags, const std::string& program) {
+  // The run folder's lock first: a second program on this --out stops before loading a model.
+  mechlens::io::FileLock lock = ex::RunFolder::lock(flags.out);
   Setup s;
   s.flags = flags;
   if (flags.threads > 0) at::set_num_threads(flags.threads);
@@ -173,54 +173,39 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   // An immediate stop token gives a text without words: scored 0 (hits per 100 words of nothing).
   s.scorer = std::make_unique<mechlens::metrics::KeywordScorer>(lexicon, mechlens::metrics::EmptyTextPolicy::Zero);
 
-  s.settings = flags.sampling;
+  s.settings = flags.study;
 
   // run.json: the settings every record of this folder was made with.
-  s.run = {{"model", s.model_dir},
-           {"tokenizer", s.tokenizer_path},
-           {"pairs", s.pairs_path},
-           {"n_pairs", s.pairs.size()},
-           {"seed", flags.sampling.seed},
-           {"max_new_tokens", flags.sampling.max_new_tokens},
-           {"temperature", flags.sampling.temperature},
-           {"top_k", flags.sampling.top_k},
-           {"top_p", flags.sampling.top_p},
-           {"batch_size", flags.sampling.batch_size},
-           {"dtype", flags.dtype},
-           {"device", flags.device},
-           {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},
-           {"system", flags.system},
-           {"scorer", s.scorer->name()},
-           {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
-           {"align", flags.align},
-           {"rerotate", flags.rerotate}};
-  fs::create_directories(flags.out);
-  const std::string run_path = flags.out + "/run.json";
-  const std::string log_path = flags.out + "/generations.jsonl";
-  if (flags.resume && fs::exists(run_path)) {
-    auto before = mechlens::io::read_json_file(run_path);
-    std::string diff;
-    for (auto it = s.run.begin(); it != s.run.end(); ++it)
-      if (!before.contains(it.key()) || before[it.key()] != it.value())
-        diff += fmt::format("\n  {}: recorded {}, now {}", it.key(), before.value(it.key(), nlohmann::json()).dump(),
-                            it.value().dump());
-    MECHLENS_CHECK(diff.empty(), mechlens::ArgumentError,
-                   "--resume: the run in '{}' was made with other settings; resuming would mix them:{}\nuse the "
-                   "same flags, or another --out",
-                   flags.out, diff);
-  }
-  s.log.emplace(ex::RecordLog::open(log_path, flags.resume));
-  nlohmann::json stored = s.run;
-  stored["programs"] = nlohmann::json::array();
-  if (fs::exists(run_path)) {
-    auto before = mechlens::io::read_json_file(run_path);
-    if (before.contains("programs")) stored["programs"] = before["programs"];
-  }
-  stored["programs"].push_back(program);
-  mechlens::io::write_file_atomically(run_path, stored.dump(2) + "\n");
-  if (s.log->resumed() > 0)
-    std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log_path.c_str(), s.log->resumed(),
-                 s.log->dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
+  nlohmann::json run = {{"model", s.model_dir},
+                        {"tokenizer", s.tokenizer_path},
+                        {"pairs", s.pairs_path},
+                        {"n_pairs", s.pairs.size()},
+                        {"seed", flags.study.sampling.seed},
+                        {"max_new_tokens", flags.study.max_new_tokens},
+                        {"temperature", flags.study.sampling.temperature},
+                        {"top_k", flags.study.sampling.top_k},
+                        {"top_p", flags.study.sampling.top_p},
+                        {"batch_size", flags.study.batch_size},
+                        {"dtype", flags.dtype},
+                        {"device", flags.device},
+                        {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},
+                        {"system", flags.system},
+                        {"scorer", s.scorer->name()},
+                        {"lexicon", flags.lexicon.empty() ? "built-in recursive_default" : canonical(flags.lexicon)},
+                        {"align", flags.align},
+                        {"rerotate", flags.rerotate}};
+  // Every record kept on --resume is checked against these settings and pairs before run.json is
+  // rewritten (without run.json, that check is what stops a resume with other settings).
+  s.folder.emplace(ex::RunFolder::open(flags.out, std::move(lock), std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
+    ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
+    for (auto& w : ex::check_kept_made_with(log, ex::made_with(*s.model))) s.warnings.push_back(std::move(w));
+  }));
+  for (const auto& w : s.folder->warnings()) s.warnings.push_back(w);
+  for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const auto& log = s.log();
+  if (log.resumed() > 0)
+    std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log.path().c_str(), log.resumed(),
+                 log.dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
   const auto mode = flags.progress == "on" ? ex::Progress::Mode::On
                     : flags.progress == "off" ? ex::Progress::Mode::Off : ex::Progress::Mode::Auto;
   s.progress = std::make_unique<ex::Progress>(0, "generations", mode);
@@ -262,6 +247,8 @@ inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Con
                            const std::string& phase) {
   s.progress->add_total(study.size() * static_cast<int64_t>(conditions.size()));
   s.progress->set_label(phase);
+  for (const auto& c : conditions) study.check_kept(c);  // every condition's kept records, before any runs
+  s.folder->save_settings();                            // then run.json may say what they were made with
   for (const auto& c : conditions) study.run(c);
 }
 
@@ -269,14 +256,7 @@ inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Con
 inline void write_phase(Setup& s, const std::string& phase, const ex::Summary& summary, const std::string& table,
                         const std::string& figure_title, const std::vector<ex::BarPanel>& panels,
                         nlohmann::json meta = nlohmann::json::object()) {
-  const std::string dir = s.phase_dir(phase);
-  meta["settings"] = s.run;
-  meta["phase"] = phase;
-  meta["generations"] = fs::path(s.log->path()).filename().string();
-  ex::write_summary_json(dir + "/summary.json", summary, meta);
-  mechlens::io::write_file_atomically(dir + "/summary.csv", ex::summary_csv(summary));
-  mechlens::io::write_file_atomically(dir + "/table.txt", table);
-  ex::write_svg_figure(dir + "/figure.svg", figure_title, panels);
+  s.folder->write_phase(phase, summary, table, figure_title, panels, std::move(meta));
 }
 
 /// Bars of mean score by condition with their bootstrap CIs.

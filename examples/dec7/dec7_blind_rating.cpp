@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
       ex::Contrast k{c.at("name"), c.at("a"), c.at("b"), c.value("label", ""), c.value("family", ""), "", ""};
       if (c.contains("transfer_efficiency")) {
         k.te_baseline = c["transfer_efficiency"]["reference"]["baseline"];
-        k.te_recursive = c["transfer_efficiency"]["reference"]["recursive"];
+        k.te_treatment = c["transfer_efficiency"]["reference"]["recursive"];
       }
       const std::string corr = c.value("correction", "none");
       if (corr == "holm") correction = ex::Correction::Holm;

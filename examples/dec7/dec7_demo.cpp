@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     const auto n = s.config().n_layers();
     std::printf("model %s (%lld layers), %zu pairs from %s, %lld new tokens at temperature %g, seed %llu\n\n",
                 s.model_dir.c_str(), static_cast<long long>(n), s.pairs.size(), s.pairs_path.c_str(),
-                static_cast<long long>(f.sampling.max_new_tokens), f.sampling.temperature, static_cast<unsigned long long>(f.sampling.seed));
+                static_cast<long long>(f.study.max_new_tokens), f.study.sampling.temperature, static_cast<unsigned long long>(f.study.sampling.seed));
     auto p1 = dec7::run_phase1(s, {0, n});
     auto p2 = dec7::run_phase2(s, dec7::parse_layer_list(f.layers, n, dec7::study_ranges(n)),
                                dec7::ex::parse_correction(correction));
@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("\n%zu generations recorded in %s/generations.jsonl; tables, summary.json, summary.csv and "
                 "figure.svg in %s/phase1/ and %s/phase2/ (%.0f s)\n",
-                s.log->records().size(), f.out.c_str(), f.out.c_str(), f.out.c_str(), secs);
+                s.log().records().size(), f.out.c_str(), f.out.c_str(), f.out.c_str(), secs);
     return 0;
   });
 }

@@ -66,9 +66,9 @@ int main(int argc, char** argv) {
     auto study = s.study();
     dec7::run_conditions(s, study, runs, "positions");
     ex::SummaryOptions so;
-    so.bootstrap.seed = f.sampling.seed;
+    so.bootstrap.seed = f.study.sampling.seed;
     so.correction = ex::parse_correction(correction);
-    const auto summary = ex::summarize_records(s.log->records(), conditions, contrasts, so);
+    const auto summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
     std::string table = fmt::format(
         "Token positions: the recursive prompt's KV cache (layers {}) at some slots only ({} pairs; slot 1 from the "
         "end = the last prefilled token; the shortest prompt prefills {} slots)\n\nwindows:\n{}",

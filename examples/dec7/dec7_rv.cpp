@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
     std::vector<std::vector<int64_t>> measurable;
     for (size_t i = 0; i < prompts.size(); ++i)
       if (static_cast<int64_t>(prompts[i].size()) >= rv.window) long_enough.push_back(i), measurable.push_back(prompts[i]);
-    for (size_t lo = 0; lo < measurable.size(); lo += static_cast<size_t>(f.sampling.batch_size)) {
-      const size_t hi = std::min(measurable.size(), lo + static_cast<size_t>(f.sampling.batch_size));
+    for (size_t lo = 0; lo < measurable.size(); lo += static_cast<size_t>(f.study.batch_size)) {
+      const size_t hi = std::min(measurable.size(), lo + static_cast<size_t>(f.study.batch_size));
       auto r = mechlens::measure_rv(*s.model, {measurable.begin() + lo, measurable.begin() + hi}, rv);
       for (size_t k = lo; k < hi; ++k) prompt_rv[long_enough[k]] = r.rv[static_cast<int64_t>(k - lo)].item<double>();
     }
@@ -96,8 +96,8 @@ int main(int argc, char** argv) {
         {"baseline + recursive KV", conditions[2], conditions[0], "baseline + recursive KV vs baseline", "", conditions[0], conditions[1]},
         {"recursive + baseline KV", conditions[3], conditions[1], "recursive + baseline KV vs recursive", "", conditions[0], conditions[1]}};
     ex::SummaryOptions so;
-    so.bootstrap.seed = f.sampling.seed;
-    const auto& records = s.log->records();
+    so.bootstrap.seed = f.study.sampling.seed;
+    const auto& records = s.log().records();
     const auto behaviour = ex::summarize_records(records, conditions, contrasts, so);
     const auto clean = ex::summarize_records(with_rv_as_score(records, "rv_clean_pass"), conditions, contrasts, so);
     const auto patched = ex::summarize_records(with_rv_as_score(records, "rv_patched_pass"), conditions, contrasts, so);
@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < s.pairs.size(); ++i)
       for (Role role : {Role::Recursive, Role::Baseline}) {
         const double v = prompt_rv[role == Role::Recursive ? i : s.pairs.size() + i];
-        const auto r = s.log->find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
+        const auto r = s.log().find(ex::GenerationRecord::record_id(role == Role::Recursive ? conditions[1] : conditions[0], s.pairs[i].id));
         if (r && std::isfinite(v)) x.push_back(v), y.push_back(r->score);
       }
     for (const auto& r : records) {

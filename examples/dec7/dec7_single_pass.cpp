@@ -58,9 +58,9 @@ int main(int argc, char** argv) {
     auto study = s.study();
     dec7::run_conditions(s, study, runs, "single-pass");
     ex::SummaryOptions so;
-    so.bootstrap.seed = f.sampling.seed;
+    so.bootstrap.seed = f.study.sampling.seed;
     so.correction = ex::parse_correction(correction);
-    const auto summary = ex::summarize_records(s.log->records(), conditions, contrasts, so);
+    const auto summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
     const std::string table = fmt::format(
         "Single forward-pass patches into the baseline prompt from the recursive prompt ({} pairs; the patch acts "
         "on the prefill only)\n\n{}\n{}",

@@ -42,7 +42,7 @@ inline PhaseResult run_phase1(Setup& s, LayerRange layers) {
   ex::KvTransferOptions from_recursive = same, from_baseline = same;
   from_recursive.source = Role::Recursive;
   from_baseline.source = Role::Baseline;
-  const auto shuffle = ex::shuffled_sources(s.pairs.size(), s.flags.sampling.seed);
+  const auto shuffle = ex::shuffled_sources(s.pairs.size(), s.flags.study.sampling.seed);
   ex::KvTransferOptions shuffled_baseline = from_baseline, shuffled_recursive = from_recursive;
   shuffled_baseline.source_of = shuffled_recursive.source_of = shuffle;
   shuffled_baseline.source_label = shuffled_recursive.source_label = "another pair, shuffled with --seed";
@@ -68,9 +68,9 @@ inline PhaseResult run_phase1(Setup& s, LayerRange layers) {
       {"shuffled source", conditions[4], "baseline", "control: baseline + shuffled baseline KV vs baseline", "", "baseline", "recursive"},
       {"shuffled pairing", conditions[5], "baseline", "control: baseline + shuffled recursive KV vs baseline", "", "baseline", "recursive"}};
   ex::SummaryOptions so;
-  so.bootstrap.seed = s.flags.sampling.seed;
+  so.bootstrap.seed = s.flags.study.sampling.seed;
   PhaseResult r;
-  r.summary = ex::summarize_records(s.log->records(), conditions, contrasts, so);
+  r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
   const auto labels = phase1_labels(at);
   r.table = fmt::format("Phase 1: KV cache transfer at layers {} ({} pairs; score = {}; transfer = % of the natural "
                         "recursive - baseline gap)\n\n{}\n{}",

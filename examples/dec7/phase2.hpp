@@ -29,10 +29,10 @@ inline PhaseResult run_phase2(Setup& s, const std::vector<LayerRange>& ranges, e
   run_conditions(s, study, runs, "phase 2");
 
   ex::SummaryOptions so;
-  so.bootstrap.seed = s.flags.sampling.seed;
+  so.bootstrap.seed = s.flags.study.sampling.seed;
   so.correction = correction;
   PhaseResult r;
-  r.summary = ex::summarize_records(s.log->records(), conditions, contrasts, so);
+  r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
   r.table = fmt::format("Phase 2: which layers' KV cache carries it ({} pairs; baseline prompt + recursive prompt's KV "
                         "at the layers shown; {} correction across {} ranges)\n\n{}\n{}",
                         s.pairs.size(), ex::correction_name(correction), ranges.size(),

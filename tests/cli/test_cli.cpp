@@ -357,6 +357,57 @@ TEST_CASE("forward --patch-file reproduces transformers' patched logits for ever
   }
 }
 
+TEST_CASE("forward --patch-file takes intervention specs: a swap spec gives the patched logits, bad specs name the field") {
+  const std::string name = "llama_gqa_llama3";
+  auto meta = io::read_json_file(model_dir(name) + "/interventions.json");
+  auto ref = io::load_safetensors(model_dir(name) + "/interventions.safetensors");
+  const std::string out = (scratch() / "spec.safetensors").string();
+  const std::string target = join_ids(meta.at("target_ids"));
+  int done = 0;
+  for (const auto& c : meta.at("cases")) {
+    const std::string site = c.at("site");
+    if (site != "v_proj" && site != "head_z") continue;
+    nlohmann::json entry = {{"kind", "swap"}, {"site", site == "v_proj" ? "v" : "z"}, {"layers", c.at("layer")},
+                            {"positions", c.at("positions")}, {"source", {{"ids", meta.at("source_ids")}}}};
+    if (!c.at("head").is_null()) entry["heads"] = {c.at("head")};
+    INFO(entry.dump());
+    json_of(mechlens_cli({"forward", "--model", model_dir(name), "--ids", target, "--patch-file",
+                          write_file("swap_spec.json", nlohmann::json::array({entry}).dump()), "--out", out}));
+    REQUIRE(test::max_rel_diff(io::load_safetensors(out).at("logits"), ref.at(c.at("key").get<std::string>())) <= 1e-4);
+    if (++done == 4) break;
+  }
+  REQUIRE(done == 4);
+  // A zero ablation (no source) changes the logits; scaling by 1 does not (beyond the rounding of
+  // the readable path, which hooked blocks take, against the fused one).
+  const std::string clean = (scratch() / "clean.safetensors").string();
+  json_of(mechlens_cli({"forward", "--model", model_dir(name), "--ids", target, "--out", clean}));
+  json_of(mechlens_cli({"forward", "--model", model_dir(name), "--ids", target, "--patch-file",
+                        write_file("ablate.json", R"([{"kind": "ablation", "mode": "zero", "hook": "blocks.1.hook_mlp_out"}])"),
+                        "--out", out}));
+  REQUIRE(test::max_rel_diff(io::load_safetensors(out).at("logits"), io::load_safetensors(clean).at("logits")) > 1e-3);
+  json_of(mechlens_cli({"forward", "--model", model_dir(name), "--ids", target, "--patch-file",
+                        write_file("scale1.json", R"([{"kind": "scale", "hook": "blocks.*.hook_resid_post", "layers": "0:2", "factor": 1}])"),
+                        "--out", out}));
+  REQUIRE(test::max_rel_diff(io::load_safetensors(out).at("logits"), io::load_safetensors(clean).at("logits")) < 1e-5);
+
+  const std::string tied = model_dir("llama_tied");
+  require_bad_argument(mechlens_cli({"forward", "--model", tied, "--ids", "5,6", "--patch-file",
+                                     write_file("spec_typo.json", R"([{"kind": "swap", "site": "v", "layer": 1, "source": {"ids": [5, 6]}}])"),
+                                     "--out", out}),
+                       {"--patch-file", "entry 0", "'layer' is not a field of a 'swap' spec"});
+  require_bad_argument(mechlens_cli({"forward", "--model", tied, "--ids", "5,6", "--patch-file",
+                                     write_file("spec_kv.json", R"([{"kind": "kv_splice", "layers": "0:1"}])"), "--out", out}),
+                       {"--patch-file", "entry 0", "\"kind\"", "generate"});
+  require_bad_argument(mechlens_cli({"forward", "--model", tied, "--ids", "5,6", "--patch-file",
+                                     write_file("spec_role.json", R"([{"kind": "swap", "site": "v", "layers": 1, "source": {"role": "recursive"}}])"),
+                                     "--out", out}),
+                       {"--patch-file", "entry 0", "\"source\"", "ids"});
+  require_bad_argument(mechlens_cli({"forward", "--model", tied, "--ids", "5,6", "--patch-file",
+                                     write_file("spec_site.json", R"([{"kind": "swap", "site": "v", "layers": "7:8", "source": {"ids": [5, 6]}}])"),
+                                     "--out", out}),
+                       {"--patch-file", "entry 0", "blocks.7.attn.hook_v"});
+}
+
 TEST_CASE("Patches in one --patch-file act together: two halves of the positions give the whole patch") {
   const std::string name = "llama_gqa_llama3";
   auto meta = io::read_json_file(model_dir(name) + "/interventions.json");

@@ -90,3 +90,16 @@ TEST_CASE("Each toy pair's prompts have the same number of tokens", "[experiment
     CHECK(e.recursive.size() >= 16);                  // R_V's window fits in the prompt
   }
 }
+
+TEST_CASE("Role::Recursive is the DEC7 name of Role::Treatment, written \"recursive\" in files", "[experiments][pairs]") {
+  STATIC_REQUIRE(ex::Role::Recursive == ex::Role::Treatment);
+  CHECK(std::string(ex::role_name(ex::Role::Treatment)) == "recursive");
+  CHECK(std::string(ex::role_name(ex::Role::Baseline)) == "baseline");
+  CHECK(ex::parse_role("recursive") == ex::Role::Treatment);
+  CHECK(ex::parse_role("treatment") == ex::Role::Treatment);
+  CHECK(ex::parse_role("baseline") == ex::Role::Baseline);
+  CHECK_THROWS_WITH(ex::parse_role("control"), Catch::Contains("'control' is unknown"));
+  const ex::PromptPair p{"x", "treated", "plain", {1, 2}, {3, 4}, nlohmann::json::object()};
+  CHECK(p.text(ex::Role::Treatment) == "treated");
+  CHECK(p.ids(ex::Role::Recursive) == std::vector<int64_t>{1, 2});
+}

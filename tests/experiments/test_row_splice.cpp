@@ -7,6 +7,7 @@
 
 #include <mechlens/experiments/conditions.hpp>
 #include <mechlens/generation/generate.hpp>
+#include <mechlens/generation/left_pad.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
 #include <mechlens/interventions/kv_splice_rows.hpp>
 #include <mechlens/interventions/patch.hpp>
@@ -119,14 +120,15 @@ TEST_CASE("Row patch of a padded batch equals patch() on each row alone", "[expe
   const std::vector<std::string> hooks = {"blocks.1.attn.hook_v", "blocks.2.hook_resid_post"};
   CacheOptions co;
   co.names = hooks;
-  std::vector<int64_t> ns, nt;
+  std::vector<int64_t> nt;
   std::vector<std::vector<int64_t>> src_prefill;
   for (const auto& s : kSources) src_prefill.push_back({s.begin(), s.end() - 1});
-  auto [src_ids, src_mask] = ex::detail::left_pad(src_prefill, ns);
+  const LeftPadded src = left_pad(src_prefill);
+  const std::vector<int64_t>& ns = src.lengths;
   for (const auto& t : kTargets) nt.push_back(static_cast<int64_t>(t.size()) - 1);
   ForwardOptions fo;
-  fo.attention_mask = src_mask;
-  auto cached = model->run_with_cache(src_ids, co, fo).second;
+  fo.attention_mask = src.live;
+  auto cached = model->run_with_cache(src.ids, co, fo).second;
   PromptState batch = [&] {
     auto scope = model->apply(patch_rows(hooks, cached, ns, nt, Align::Right));
     return prefill(*model, kTargets, 0);

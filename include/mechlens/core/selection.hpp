@@ -65,6 +65,13 @@ class Positions {
 
   Kind kind() const { return kind_; }
   bool is_all() const { return kind_ == Kind::All; }
+  /// Kind::List: the positions as given.
+  const std::vector<int64_t>& values() const { return list_; }
+  /// Kind::Range: its ends [range_begin, range_end).
+  int64_t range_begin() const { return a_; }
+  int64_t range_end() const { return b_; }
+  /// Kind::Last: n.
+  int64_t last_count() const { return a_; }
   /// The selected indices for a sequence of `n` positions (ascending; a list keeps its order and
   /// repeats); `where` names the hook for
   /// the error when a selection does not fit.

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// Conditions of the study: what is done to a batch of pairs before decoding. A Condition names
-/// the prompt that is decoded (its *target*: the recursive or the baseline prompt of each pair)
+/// the prompt that is decoded (its *target*: the treatment — in DEC7, recursive — or the baseline
+/// prompt of each pair)
 /// and prepares the batch's prompt state — plainly prefilled (natural), prefilled and then given
 /// another prompt's KV cache on some layers (KV transfer), or prefilled under a single-pass
 /// activation patch (V, Q, K, Q+K+V, residual stream). Study (study.hpp) decodes, scores and
@@ -27,9 +28,11 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
+#include "mechlens/experiments/intervention_spec.hpp"
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/generation/generate.hpp"
+#include "mechlens/generation/left_pad.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/interventions/kv_splice_rows.hpp"
@@ -77,33 +80,18 @@ struct Condition {
   Role target = Role::Baseline;      ///< the prompt that is decoded
   std::string intervention;          ///< in words, recorded ("" when natural)
   std::string layers;                ///< "lo:hi" of the patch ("" when none)
+  /// What is done, as data: the intervention spec's JSON (to_json(InterventionSpec),
+  /// intervention_spec.hpp); null when natural. Recorded, and compared when a run resumes.
+  nlohmann::json spec;
+  /// What a probe reads besides the generation (e.g. {"rv": options}); null when none. Recorded
+  /// and compared like `spec`.
+  nlohmann::json probe;
+  /// The source pair of each pair (indices into the pair list); empty: each pair is its own.
+  std::vector<size_t> source_of;
   std::function<PreparedBatch(const BatchContext&)> prepare;
 };
 
 namespace detail {
-
-/// Left-pads token rows into ids [b, longest] and a mask; `lengths` receives each row's size.
-inline std::pair<at::Tensor, at::Tensor> left_pad(const std::vector<std::vector<int64_t>>& rows,
-                                                  std::vector<int64_t>& lengths) {
-  int64_t longest = 0;
-  lengths.clear();
-  for (const auto& r : rows) {
-    lengths.push_back(static_cast<int64_t>(r.size()));
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(r.size()));
-  }
-  const auto b = static_cast<int64_t>(rows.size());
-  std::vector<int64_t> ids(static_cast<size_t>(b * longest), 0), live(static_cast<size_t>(b * longest), 0);
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& row = rows[static_cast<size_t>(r)];
-    const auto n = static_cast<int64_t>(row.size());
-    for (int64_t i = 0; i < n; ++i) {
-      ids[static_cast<size_t>(r * longest + longest - n + i)] = row[static_cast<size_t>(i)];
-      live[static_cast<size_t>(r * longest + longest - n + i)] = 1;
-    }
-  }
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  return {at::tensor(ids, opts).view({b, longest}), at::tensor(live, opts).view({b, longest})};
-}
 
 inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<int64_t>> rows) {
   for (auto& r : rows) r.pop_back();
@@ -112,7 +100,7 @@ inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<in
 
 inline nlohmann::json source_json(const BatchContext& ctx, size_t row, Role role, const std::vector<size_t>* source_of) {
   const size_t s = source_of ? (*source_of)[row] : row;
-  return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}};
+  return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}, {"prompt_ids", (*ctx.encoded)[s].ids(role)}};
 }
 
 }  // namespace detail
@@ -145,7 +133,7 @@ inline std::vector<size_t> shuffled_sources(size_t n, uint64_t seed) {
 }
 
 struct KvTransferOptions {
-  Role source = Role::Recursive;      ///< which prompt of the source pair gives its cache
+  Role source = Role::Treatment;      ///< which prompt of the source pair gives its cache
   std::optional<LayerRange> layers;   ///< default: all layers
   Align align = Align::Exact;         ///< interventions/align.hpp; the DEC7 programs pass Right
   bool rerotate = false;
@@ -175,13 +163,20 @@ inline Condition kv_transfer(std::string name, Role target, KvTransferOptions op
                                opt.source_label.empty() ? (opt.source_of.empty() ? "same pair" : "other pair")
                                                         : opt.source_label,
                                layers.str(), align_name(opt.align), opt.rerotate ? ", keys re-rotated" : "", slots);
-  RowSpliceOptions so;
-  so.layers = layers;
-  so.align = opt.align;
-  so.from_end = opt.from_end;
-  so.from_start = opt.from_start;
-  so.rerotate = opt.rerotate;
-  so.rope = cfg.rope;
+  // The spec is what runs: the splice's options are made from it.
+  InterventionSpec spec;
+  spec.kind = InterventionSpec::Kind::KvSplice;
+  spec.layers = layers;
+  spec.align = opt.align;
+  spec.rows = true;
+  spec.rerotate = opt.rerotate;
+  spec.from_end = opt.from_end;
+  spec.from_start = opt.from_start;
+  spec.source.role = role_name(opt.source);
+  spec.source.other_pair = !opt.source_of.empty();
+  c.spec = to_json(spec);
+  c.source_of = opt.source_of;
+  const RowSpliceOptions so = to_row_splice_options(spec, cfg);
   c.prepare = [target, opt, so](const BatchContext& ctx) {
     const std::vector<size_t>* src_of = opt.source_of.empty() ? nullptr : &opt.source_of;
     PreparedBatch p;
@@ -242,21 +237,30 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
   c.layers = layers.str();
   c.intervention = fmt::format("single-pass patch of {} at layers {} from the {} prompt (prefill only), {}-aligned",
                                patch_site_name(site), layers.str(), role_name(source), align_name(align));
-  const auto hooks = patch_hooks(site, layers);
-  c.prepare = [target, source, hooks, align](const BatchContext& ctx) {
+  InterventionSpec spec;
+  spec.kind = InterventionSpec::Kind::Swap;
+  spec.site = patch_site_name(site);
+  spec.layers = layers;
+  spec.align = align;
+  spec.rows = true;
+  spec.source.role = role_name(source);
+  c.spec = to_json(spec);
+  const auto hooks = spec_hooks(spec);
+  c.prepare = [target, source, hooks, spec](const BatchContext& ctx) {
     at::NoGradGuard no_grad;
     PreparedBatch p;
-    std::vector<int64_t> ns, nt;
-    auto [ids, mask] = detail::left_pad(detail::without_last(ctx.prompts(source)), ns);
+    std::vector<int64_t> nt;
+    const LeftPadded src = left_pad(detail::without_last(ctx.prompts(source)));
     for (const auto& t : ctx.prompts(target)) nt.push_back(static_cast<int64_t>(t.size()) - 1);
     CacheOptions co;
     co.names = hooks;
     ForwardOptions fo;
     fo.last_position_only = true;
-    fo.attention_mask = mask;
-    auto cached = ctx.model->run_with_cache(ids, co, fo).second;
+    fo.attention_mask = src.live;
+    auto cached = ctx.model->run_with_cache(src.ids, co, fo).second;
+    const std::vector<int64_t>& ns = src.lengths;
     {
-      auto scope = ctx.model->apply(patch_rows(hooks, cached, ns, nt, align));
+      auto scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
       ctx.target_prefill_starts();
       p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
     }

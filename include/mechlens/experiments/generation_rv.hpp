@@ -144,6 +144,8 @@ inline nlohmann::json rv_reading(const RvResult& r, int64_t row) {
 /// target's prefill, so source prompts' forwards are not read.
 inline Condition with_rv_probe(Condition inner, const RvOptions& options) {
   Condition c = inner;
+  c.probe = {{"rv", {{"early", options.early}, {"late", options.late}, {"window", options.window},
+                     {"centered", options.centered}, {"per_head", options.per_head}}}};
   c.prepare = [inner, options](const BatchContext& ctx) {
     auto probe = std::make_shared<std::optional<GenerationRvProbe>>();
     BatchContext observed = ctx;

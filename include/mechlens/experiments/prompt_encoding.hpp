@@ -49,7 +49,7 @@ inline std::vector<int64_t> encode_prompt_text(const Tokenizer& tok, const std::
 /// Both prompts of a pair as token ids.
 struct EncodedPair {
   std::vector<int64_t> recursive, baseline;
-  const std::vector<int64_t>& ids(Role r) const { return r == Role::Recursive ? recursive : baseline; }
+  const std::vector<int64_t>& ids(Role r) const { return r == Role::Treatment ? recursive : baseline; }
 };
 
 /// Encodes every pair (pairs with ids keep them). `tok` may be null only when every pair is

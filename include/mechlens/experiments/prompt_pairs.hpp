@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Prompt pairs: a recursive prompt and a baseline prompt matched in length and form, read from
-/// JSON Lines, one pair per line:
+/// Prompt pairs: a treatment prompt (the one that carries what a study looks for) and a baseline
+/// prompt matched to it in length and form, read from JSON Lines, one pair per line. The files
+/// name the treatment prompt "recursive", the DEC7 study's word (see Role):
 ///
 ///     {"id": "p001", "recursive": "Observe the observer ...", "baseline": "Describe the harbour ..."}
 ///
@@ -24,25 +25,33 @@
 
 namespace mechlens::experiments {
 
-/// Which prompt of a pair.
-enum class Role { Recursive, Baseline };
+/// Which prompt of a pair: the treatment prompt or its baseline. Role::Recursive is the DEC7
+/// study's name for the treatment prompt (the same value), and "recursive" is the word the files
+/// use for it — pair files ("recursive", "recursive_ids"), records ("prompt_role", "source.role")
+/// and summaries — so that they stay readable for the study they were made for. parse_role also
+/// takes "treatment".
+enum class Role { Treatment, Baseline, Recursive = Treatment };
 
-inline const char* role_name(Role r) { return r == Role::Recursive ? "recursive" : "baseline"; }
+/// The role's word in files: "recursive" or "baseline".
+inline const char* role_name(Role r) { return r == Role::Treatment ? "recursive" : "baseline"; }
 
 inline Role parse_role(const std::string& s) {
-  if (s == "recursive") return Role::Recursive;
+  if (s == "recursive" || s == "treatment") return Role::Treatment;
   if (s == "baseline") return Role::Baseline;
-  ::mechlens::detail::raise<ArgumentError>("prompt role '{}' is unknown (expected recursive or baseline)", s);
+  ::mechlens::detail::raise<ArgumentError>("prompt role '{}' is unknown (expected recursive (treatment) or baseline)",
+                                           s.substr(0, 100));
 }
 
 struct PromptPair {
   std::string id;
-  std::string recursive, baseline;                   ///< texts (may be empty when ids are given)
+  /// Texts (may be empty when ids are given), named as the file's keys: `recursive` is the
+  /// treatment prompt.
+  std::string recursive, baseline;
   std::vector<int64_t> recursive_ids, baseline_ids;  ///< pre-tokenized prompts (optional)
   nlohmann::json extra = nlohmann::json::object();   ///< any other fields of the line
 
-  const std::string& text(Role r) const { return r == Role::Recursive ? recursive : baseline; }
-  const std::vector<int64_t>& ids(Role r) const { return r == Role::Recursive ? recursive_ids : baseline_ids; }
+  const std::string& text(Role r) const { return r == Role::Treatment ? recursive : baseline; }
+  const std::vector<int64_t>& ids(Role r) const { return r == Role::Treatment ? recursive_ids : baseline_ids; }
   bool pre_tokenized() const { return !recursive_ids.empty() && !baseline_ids.empty(); }
 };
 

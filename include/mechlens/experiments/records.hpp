@@ -5,7 +5,10 @@
 /// `resume` reads what is there (dropping a last line cut off mid-write, and truncating the file
 /// back to the last whole line) and tells which record ids exist, so a rerun redoes nothing.
 ///
-/// A record's id is "<condition>|<pair id>": one generation per condition and pair.
+/// A record's id is "<condition>|<pair id>": one generation per condition and pair. A record
+/// carries what made it — the seed, the sampling, the batch size, its prompt's and its source's
+/// token ids, its condition's intervention spec — so that a resumed run can check every record it
+/// keeps (resume_check.hpp).
 
 #include <cstdint>
 #include <cstdio>
@@ -32,19 +35,28 @@ struct GenerationRecord {
   std::string prompt_role;       ///< "recursive" or "baseline": the prompt that was decoded
   std::string prompt;            ///< its text (empty for pre-tokenized pairs without text)
   std::vector<int64_t> prompt_ids;
-  nlohmann::json source;         ///< where a patch came from ({"pair_id", "role"}), null when natural
+  /// Where a patch or cache came from: {"pair_id", "role", "prompt_ids"}, null when natural.
+  nlohmann::json source;
   std::string intervention;      ///< what was done, in words ("" when natural)
   std::string layers;            ///< "lo:hi" of the patch, "" when none
+  /// What was done, as data: the condition's intervention spec (intervention_spec.hpp), null
+  /// when natural.
+  nlohmann::json spec;
+  nlohmann::json probe;          ///< what a probe read besides the text (e.g. {"rv": options}), null when none
   uint64_t seed = 0;             ///< the run's --seed
   uint64_t sampler_seed = 0;     ///< the seed of the sampler of this record's batch
   int64_t batch = 0;             ///< batch index (rows of a batch share one sampler)
-  nlohmann::json sampling;       ///< {"temperature", "top_k", "top_p", "max_new_tokens"}
+  int64_t batch_size = 0;        ///< pairs per batch (0: a record older than this field)
+  nlohmann::json sampling;       ///< {"temperature", "top_k", "top_p", "max_new_tokens", "stop_tokens"}
   std::string text;              ///< generated text (special tokens skipped)
   std::vector<int64_t> ids;      ///< generated ids (a stop token included when it ended the row)
   bool stopped = false;          ///< ended on a stop token
   double score = 0.0;
   std::string scorer;            ///< e.g. "keywords:recursive_default"
   nlohmann::json extra = nlohmann::json::object();  ///< program-specific values (R_V readings, ...)
+  /// What computed it: {"mechlens", "libtorch" (versions), "device", "dtype", "fused_model",
+  /// "fused_kernels", "cuda_graph"} (study.hpp's made_with); null in records older than the field.
+  nlohmann::json made_with;
 
   std::string id() const { return record_id(condition, pair_id); }
   /// The id splits at its first '|': a condition name never holds one (record_id refuses it), a
@@ -63,12 +75,14 @@ inline nlohmann::json to_json(const GenerationRecord& r) {
           {"pair_id", r.pair_id}, {"prompt_role", r.prompt_role},
           {"prompt", r.prompt},   {"prompt_ids", r.prompt_ids},
           {"source", r.source},   {"intervention", r.intervention},
-          {"layers", r.layers},   {"seed", r.seed},
+          {"layers", r.layers},   {"spec", r.spec},
+          {"probe", r.probe},     {"seed", r.seed},
           {"sampler_seed", r.sampler_seed}, {"batch", r.batch},
+          {"batch_size", r.batch_size},
           {"sampling", r.sampling}, {"text", r.text},
           {"ids", r.ids},         {"stopped", r.stopped},
           {"score", r.score},     {"scorer", r.scorer},
-          {"extra", r.extra}};
+          {"extra", r.extra},     {"made_with", r.made_with}};
 }
 
 /// Parses a record; `where` names file and line in errors.
@@ -88,9 +102,12 @@ inline GenerationRecord record_from_json(const nlohmann::json& j, const std::str
     r.source = j.value("source", nlohmann::json());
     r.intervention = j.value("intervention", "");
     r.layers = j.value("layers", "");
+    r.spec = j.value("spec", nlohmann::json());
+    r.probe = j.value("probe", nlohmann::json());
     r.seed = j.value("seed", uint64_t{0});
     r.sampler_seed = j.value("sampler_seed", uint64_t{0});
     r.batch = j.value("batch", int64_t{0});
+    r.batch_size = j.value("batch_size", int64_t{0});
     r.sampling = j.value("sampling", nlohmann::json());
     r.text = req("text").get<std::string>();
     r.ids = j.value("ids", std::vector<int64_t>{});
@@ -99,6 +116,7 @@ inline GenerationRecord record_from_json(const nlohmann::json& j, const std::str
     r.score = j.at("score").get<double>();
     r.scorer = j.value("scorer", "");
     r.extra = j.value("extra", nlohmann::json::object());
+    r.made_with = j.value("made_with", nlohmann::json());
   } catch (const nlohmann::json::exception& e) {
     ::mechlens::detail::raise<FormatError>("{}: malformed record ({})", where, e.what());
   }

@@ -20,6 +20,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/generation/left_pad.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/metrics/participation_ratio.hpp"
 #include "mechlens/models/model.hpp"
@@ -134,32 +135,18 @@ inline RvResult measure_rv(ModelImpl& model, const std::vector<std::vector<int64
   at::NoGradGuard no_grad;
   detail::check_rv_options(model.config(), options);
   MECHLENS_CHECK(!prompts.empty(), ArgumentError, "R_V: no prompts");
-  int64_t longest = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const int64_t n = static_cast<int64_t>(prompts[i].size());
     MECHLENS_CHECK(n >= options.window, ArgumentError,
                    "R_V: prompt {} has {} tokens, fewer than the window W = {} (R_V needs the last W rows)", i, n,
                    options.window);
-    longest = std::max(longest, n);
   }
-  const int64_t b = static_cast<int64_t>(prompts.size());
-  std::vector<int64_t> ids(static_cast<size_t>(b * longest), 0), live(static_cast<size_t>(b * longest), 0);
-  bool padded = false;
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& p = prompts[static_cast<size_t>(r)];
-    const int64_t n = static_cast<int64_t>(p.size());
-    padded = padded || n < longest;
-    for (int64_t i = 0; i < n; ++i) {
-      ids[static_cast<size_t>(r * longest + longest - n + i)] = p[static_cast<size_t>(i)];
-      live[static_cast<size_t>(r * longest + longest - n + i)] = 1;
-    }
-  }
-  auto opts = at::TensorOptions().dtype(at::kLong);
+  const LeftPadded batch = left_pad(prompts);
   RvProbe probe = RvProbe::attach(model, options);
   ForwardOptions fwd;
   fwd.stop_after_layer = std::max(options.early, options.late);  // later layers cannot change R_V
-  if (padded) fwd.attention_mask = at::tensor(live, opts).view({b, longest});
-  model.forward(at::tensor(ids, opts).view({b, longest}), fwd);
+  if (batch.padded()) fwd.attention_mask = batch.live;
+  model.forward(batch.ids.to(model.device()), fwd);
   probe.detach();
   return probe.result();
 }

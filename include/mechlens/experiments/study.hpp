@@ -12,7 +12,9 @@
 /// numbers: paired contrasts compare conditions, not sampler luck), and a batch rerun after a
 /// kill reproduces what it would have written. With a resumed log, a batch whose records all
 /// exist is skipped; a batch with some missing is decoded again and only the missing rows are
-/// written.
+/// written. Every record kept from an earlier run must have been made as this one would make it
+/// (resume_check.hpp): the constructor checks the settings and prompts of every record in the log,
+/// run() (or check_kept) the spec of the condition's records; the first difference is an error.
 
 #include <cstdint>
 #include <string>
@@ -21,39 +23,38 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "mechlens/core/dtype.hpp"
 #include "mechlens/core/error.hpp"
 #include "mechlens/experiments/conditions.hpp"
 #include "mechlens/experiments/progress.hpp"
 #include "mechlens/experiments/prompt_encoding.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/experiments/records.hpp"
+#include "mechlens/experiments/resume_check.hpp"
+#include "mechlens/experiments/study_settings.hpp"
 #include "mechlens/generation/generate.hpp"
+#include "mechlens/kernels/fused_ops.hpp"
 #include "mechlens/metrics/behaviour.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/tokenizer/tokenizer.hpp"
+#include "mechlens/version.hpp"
 
 namespace mechlens::experiments {
 
-struct StudySettings {
-  uint64_t seed = 0;
-  int64_t max_new_tokens = 50;
-  double temperature = 0.7;
-  int64_t top_k = 0;
-  double top_p = 1.0;
-  int64_t batch_size = 16;
-  std::vector<int64_t> stop_tokens;  ///< besides the model's eos ids
-
-  nlohmann::json sampling_json() const {
-    return {{"temperature", temperature}, {"top_k", top_k}, {"top_p", top_p}, {"max_new_tokens", max_new_tokens}};
-  }
-};
-
-/// The sampler seed of batch k: SplitMix64 of (seed, k).
-inline uint64_t batch_seed(uint64_t seed, int64_t batch) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(batch + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
+/// What computes `model`'s records: the mechlens and LibTorch versions, the device and dtype,
+/// whether the model is fused (the fast engine, models/fast_engine.hpp, runs every block without
+/// an active hook), whether mechlens' CUDA kernels run for its activations
+/// (kernels::fused_available), and `cuda_graph` (GenerationResult::used_cuda_graph).
+inline nlohmann::json made_with(const ModelImpl& model, bool cuda_graph = false) {
+  at::NoGradGuard no_grad;  // as in decoding: the kernels run only without autograd
+  const bool kernels = model.fused() && kernels::fused_available(at::empty({0}, model.options()));
+  return {{"mechlens", version()},
+          {"libtorch", libtorch_version()},
+          {"device", model.device().str()},
+          {"dtype", dtype_name(model.dtype())},
+          {"fused_model", model.fused()},
+          {"fused_kernels", kernels},
+          {"cuda_graph", cuda_graph}};
 }
 
 class Study {
@@ -65,6 +66,11 @@ class Study {
     MECHLENS_CHECK(pairs_.size() == encoded_.size(), ArgumentError, "Study: {} pairs but {} encoded pairs",
                    pairs_.size(), encoded_.size());
     MECHLENS_CHECK(settings_.batch_size >= 1, ArgumentError, "Study: batch size {} must be >= 1", settings_.batch_size);
+    MECHLENS_CHECK(settings_.max_new_tokens >= 0, ArgumentError, "Study: max_new_tokens {} is negative",
+                   settings_.max_new_tokens);
+    settings_.sampling.check();
+    check_kept_records(log_, settings_, pairs_, encoded_);
+    (void)check_kept_made_with(log_, made_with(model_));  // another device or dtype is an error here too
   }
 
   const std::vector<PromptPair>& pairs() const { return pairs_; }
@@ -76,9 +82,15 @@ class Study {
   /// Generations one run of `c` makes (one per pair).
   int64_t size() const { return static_cast<int64_t>(pairs_.size()); }
 
-  /// Runs `c` for every pair not yet recorded under it.
+  /// Checks the records `c` already has in the log (its spec, probe and sources; resume_check.hpp).
+  void check_kept(const Condition& c) const { check_kept_records(log_, c, pairs_); }
+
+  /// Runs `c` for every pair not yet recorded under it (after check_kept).
   void run(const Condition& c) {
     MECHLENS_CHECK(static_cast<bool>(c.prepare), ArgumentError, "condition '{}' has no prepare function", c.name);
+    MECHLENS_CHECK(c.source_of.empty() || c.source_of.size() == pairs_.size(), ArgumentError,
+                   "condition '{}': source_of has {} entries for {} pairs", c.name, c.source_of.size(), pairs_.size());
+    check_kept(c);
     for (size_t b = 0; b < n_batches(); ++b) {
       BatchContext ctx;
       ctx.model = &model_;
@@ -118,15 +130,14 @@ class Study {
     PreparedBatch prepared = c.prepare(ctx);
     GenerationOptions go;
     go.max_new_tokens = settings_.max_new_tokens;
-    go.sampling.temperature = settings_.temperature;
-    go.sampling.top_k = settings_.top_k;
-    go.sampling.top_p = settings_.top_p;
-    go.sampling.seed = batch_seed(settings_.seed, ctx.batch_index);
+    go.sampling = settings_.sampling;
+    go.sampling.seed = batch_seed(settings_.sampling.seed, ctx.batch_index);
     go.stop_tokens = settings_.stop_tokens;
     GenerationResult result = decode(model_, prepared.state, go);
     prepared.decoding_scope.reset();
     std::vector<nlohmann::json> extra(ctx.rows.size(), nlohmann::json::object());
     if (prepared.finish) prepared.finish(result, extra);
+    const nlohmann::json computed = made_with(model_, result.used_cuda_graph);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       const PromptPair& pair = pairs_[ctx.rows[i]];
       GenerationRecord r;
@@ -139,9 +150,12 @@ class Study {
       r.source = i < prepared.sources.size() ? prepared.sources[i] : nlohmann::json();
       r.intervention = c.intervention;
       r.layers = c.layers;
-      r.seed = settings_.seed;
+      r.spec = c.spec;
+      r.probe = c.probe;
+      r.seed = settings_.sampling.seed;
       r.sampler_seed = go.sampling.seed;
       r.batch = ctx.batch_index;
+      r.batch_size = settings_.batch_size;
       r.sampling = settings_.sampling_json();
       r.ids = result.tokens[i];
       r.stopped = result.stopped[i];
@@ -151,6 +165,7 @@ class Study {
       r.score = scorer_.score_item({r.id(), r.text});
       r.scorer = scorer_.name();
       r.extra = extra[i];
+      r.made_with = computed;
       if (i < prepared.notes.size() && !prepared.notes[i].is_null())
         for (auto it = prepared.notes[i].begin(); it != prepared.notes[i].end(); ++it) r.extra[it.key()] = it.value();
       log_.append(r);

@@ -58,7 +58,9 @@ struct Contrast {
   std::string a, b;   ///< conditions; Δ = a − b
   std::string label;  ///< in words, for tables
   std::string family; ///< contrasts of one family share a multiple-comparison correction ("" = none)
-  std::string te_baseline, te_recursive;  ///< when set: transfer efficiency of a against these
+  /// When both are set: the transfer efficiency of a against these two conditions (in summary.json
+  /// "reference": {"baseline", "recursive"}, the DEC7 words).
+  std::string te_baseline, te_treatment;
 };
 
 struct ConditionStats {
@@ -164,10 +166,10 @@ inline Summary summarize_records(const std::vector<GenerationRecord>& records, c
     cs.spec = spec;
     const auto a = detail::scores_by_pair(records, spec.a), b = detail::scores_by_pair(records, spec.b);
     std::map<std::string, double> base, rec;
-    const bool with_te = !spec.te_baseline.empty() && !spec.te_recursive.empty();
+    const bool with_te = !spec.te_baseline.empty() && !spec.te_treatment.empty();
     if (with_te) {
       base = detail::scores_by_pair(records, spec.te_baseline);
-      rec = detail::scores_by_pair(records, spec.te_recursive);
+      rec = detail::scores_by_pair(records, spec.te_treatment);
     }
     std::vector<double> va, vb, vbase, vrec;
     for (const auto& [pair, score] : a) {
@@ -259,7 +261,7 @@ inline nlohmann::json to_json(const Summary& s) {
                         {"p_adjusted", detail::num(c.p_adjusted)},
                         {"correction", c.correction}};
     if (c.te) {
-      k["transfer_efficiency"] = {{"reference", {{"baseline", c.spec.te_baseline}, {"recursive", c.spec.te_recursive}}},
+      k["transfer_efficiency"] = {{"reference", {{"baseline", c.spec.te_baseline}, {"recursive", c.spec.te_treatment}}},
                                   {"value", detail::num(c.te->value.value)},
                                   {"ci", detail::ci_json(c.te->ci)}};
       if (!c.te->value.defined) k["transfer_efficiency"]["reason"] = c.te->value.reason;

@@ -69,6 +69,9 @@ struct GenerationResult {
   std::vector<bool> stopped;
   /// Per row and step: top-1 minus top-2 logit (only with record_margins).
   std::vector<std::vector<double>> margins;
+  /// Whether the decoding steps ran as a captured CUDA graph (see GenerationOptions::use_cuda_graph:
+  /// CUDA build and device, a fused model, no active hook, more than one step).
+  bool used_cuda_graph = false;
 };
 
 /// Decodes up to max_new_tokens tokens per row from `state` (which it advances).
@@ -94,6 +97,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
   at::Tensor token = state.pending.view({b, 1});
   at::Tensor position = state.position.view({b, 1});
   int64_t taken = 0;
+  bool used_cuda_graph = false;
 
   // One step: logits [b, vocab] for `token` at `position`, appending to the cache.
   auto eager_step = [&](int64_t step) {
@@ -130,6 +134,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
       c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, dev.index());
       c10::cuda::CUDAStreamGuard guard(stream);
       CudaGraphStep graph_step(model, state.cache);
+      used_cuda_graph = true;
       loop([&](int64_t) { return graph_step(token, position); });
       stream.synchronize();
     }
@@ -143,6 +148,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
   state.position = position.view({b});
 
   GenerationResult result;
+  result.used_cuda_graph = used_cuda_graph;
   at::Tensor host = out.cpu().contiguous();
   at::Tensor host_margins = options.record_margins ? margins.cpu().contiguous() : at::Tensor();
   const int64_t width = host.size(1);

@@ -14,6 +14,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/generation/left_pad.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/model.hpp"
 
@@ -89,22 +90,18 @@ inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64
     state.cache = KVCache::for_model(model.config(), b, capacity, model.options());
   }
 
-  std::vector<int64_t> ids_v(static_cast<size_t>(b * longest), 0), pending_v, position_v;
-  std::vector<uint8_t> live_v(static_cast<size_t>(b * longest), 0);
-  bool padded = false;
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& p = prompts[static_cast<size_t>(r)];
-    const int64_t n = static_cast<int64_t>(p.size()) - 1;  // tokens to prefill
-    for (int64_t i = 0; i < n; ++i) {
-      ids_v[static_cast<size_t>(r * longest + longest - n + i)] = p[static_cast<size_t>(i)];
-      live_v[static_cast<size_t>(r * longest + longest - n + i)] = 1;
-    }
-    padded = padded || n < longest;
+  // Every token but the last is prefilled (left-padded); the last is pending.
+  std::vector<std::vector<int64_t>> prefilled;
+  std::vector<int64_t> pending_v, position_v;
+  for (const auto& p : prompts) {
+    prefilled.emplace_back(p.begin(), p.end() - 1);
     pending_v.push_back(p.back());
-    position_v.push_back(offset + n);
+    position_v.push_back(offset + static_cast<int64_t>(p.size()) - 1);
   }
-  at::Tensor ids = at::tensor(ids_v, long_opts).view({b, longest});
-  at::Tensor live = at::tensor(std::vector<int64_t>(live_v.begin(), live_v.end()), long_opts).view({b, longest}).to(at::kBool);
+  const LeftPadded batch = left_pad(prefilled);
+  const bool padded = batch.padded();
+  const at::Tensor& ids = batch.ids;
+  const at::Tensor& live = batch.live;
   at::Tensor pending = at::tensor(pending_v, long_opts), position = at::tensor(position_v, long_opts);
   if (longest > 0) {
     ForwardOptions opt;
