@@ -14,6 +14,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "../cli_checks.hpp"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -30,28 +32,6 @@ class ArgError : public std::runtime_error {
  public:
   ArgError(const std::string& argument, const std::string& message) : std::runtime_error(argument + ": " + message) {}
 };
-
-/// A CLI11 check: a finite number in [low, high] (or (low, high] with low_open). CLI11's own
-/// range checks let "nan" through (every comparison with NaN is false).
-inline CLI::Validator finite_number(double low, bool low_open, double high) {
-  return CLI::Validator(
-      [=](std::string& text) -> std::string {
-        double v = 0;
-        try {
-          size_t used = 0;
-          v = std::stod(text, &used);
-          if (used != text.size()) return "'" + text + "' is not a number";
-        } catch (const std::exception&) {
-          return "'" + text + "' is not a number";
-        }
-        if (!std::isfinite(v)) return "'" + text + "' is not a finite number";
-        if ((low_open ? v <= low : v < low) || v > high)
-          return fmt::format("{} is outside {}{}, {}]", text, low_open ? "(" : "[", low,
-                             std::isinf(high) ? std::string("inf") : fmt::format("{}", high));
-        return {};
-      },
-      low_open ? "NUMBER in (low, high]" : "NUMBER in [low, high]");
-}
 
 /// Runs f(); a mechlens::Error it throws becomes an ArgError blaming `argument`.
 template <class F>

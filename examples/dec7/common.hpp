@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -17,6 +18,8 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "../cli_checks.hpp"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -83,29 +86,36 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
   app.add_option("--pairs", f.pairs, "prompt pairs, JSONL {\"id\",\"recursive\",\"baseline\"} (or *_ids); default: "
                                      "examples/prompts/toy_pairs.jsonl for the embedded model, else "
                                      "examples/prompts/instruct_pairs.jsonl");
-  app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str();
-  app.add_option("--seed", f.study.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str();
-  app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str();
-  app.add_option("--temperature", f.study.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", f.study.sampling.top_k, "top-k sampling (0: off)")->capture_default_str();
-  app.add_option("--top-p", f.study.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str();
+  app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", f.study.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
+  app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", f.study.sampling.temperature, "sampling temperature (0: greedy)")->capture_default_str()
+      ->check(mechlens::cli::finite_number(0.0, /*low_open=*/false, std::numeric_limits<double>::infinity()));
+  app.add_option("--top-k", f.study.sampling.top_k, "top-k sampling (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", f.study.sampling.top_p, "nucleus sampling (1: off)")->capture_default_str()
+      ->check(mechlens::cli::finite_number(0.0, /*low_open=*/true, 1.0));
   app.add_option("--layers", f.layers, "layer range(s) lo:hi, comma-separated (half-open, 0-based); what they "
                                        "select is said in each program's --help");
   app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
   app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
-  app.add_option("--batch-size", f.study.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str();
+  app.add_option("--batch-size", f.study.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--format", f.format, "prompt format: raw, chat (user turn of the chat template) or auto (chat when "
                                        "the tokenizer has a template)")->capture_default_str();
   app.add_option("--system", f.system, "system message for the chat format (default: none)");
   app.add_option("--lexicon", f.lexicon, "keyword lexicon JSON for the behaviour score; default: the study's "
                                          "(examples/lexicons/recursive_default.json)");
-  app.add_option("--align", f.align, "how prompts of different lengths line up in a splice or patch: right or left")->capture_default_str();
+  app.add_option("--align", f.align, "how prompts of different lengths line up in a splice or patch: right or left")->capture_default_str()
+      ->check(CLI::IsMember({"right", "left"}));
   app.add_flag("--rerotate", f.rerotate, "re-rotate spliced keys to the target's positions (default: keep the "
                                          "source's rotation, DESIGN.md)");
-  app.add_option("--threads", f.threads, "CPU threads (0: LibTorch's default)")->capture_default_str();
-  app.add_option("--progress", f.progress, "progress bar on stderr: auto (when a terminal), on, off")->capture_default_str();
+  app.add_option("--threads", f.threads, "CPU threads (0: LibTorch's default)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--progress", f.progress, "progress bar on stderr: auto (when a terminal), on, off")->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
 /// Everything a phase needs, loaded from the flags.

@@ -121,3 +121,31 @@ TEST_CASE("A model without a tokenizer is refused with a message that says what 
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.output, Catch::Contains("--tokenizer"));
 }
+
+TEST_CASE("Numbers and names out of range are refused by flag before anything loads", "[experiments][programs]") {
+  const std::string out = test::temp_dir("bad_flags");
+  struct Bad {
+    std::vector<std::string> args;
+    std::vector<std::string> said;
+  };
+  const std::vector<Bad> cases = {
+      {{"--n", "-1"}, {"--n", "-1"}},                       // ran all pairs
+      {{"--seed", "-1"}, {"--seed", "-1"}},                 // wrapped to 2^64 - 1
+      {{"--temperature", "nan"}, {"--temperature", "not a finite number"}},
+      {{"--top-p", "0"}, {"--top-p", "outside (0, 1]"}},
+      {{"--top-p", "nan"}, {"--top-p", "nan"}},
+      {{"--max-new-tokens", "-5"}, {"--max-new-tokens"}},
+      {{"--batch-size", "0"}, {"--batch-size"}},
+      {{"--progress", "bogus"}, {"--progress", "bogus"}},  // exited 114, "At Most 1 required but received 2"
+      {{"--align", "middle"}, {"--align", "middle"}},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = c.args;
+    args.insert(args.end(), {"--out", out + "/x"});
+    const auto r = test::run_program("dec7_kv_transfer", args);
+    CAPTURE(c.args, r.output);
+    CHECK(r.exit_code != 0);
+    for (const auto& s : c.said) CHECK_THAT(r.output, Catch::Contains(s));
+    CHECK_FALSE(std::filesystem::exists(out + "/x/generations.jsonl"));
+  }
+}

@@ -158,3 +158,36 @@ TEST_CASE("A checkpoint tensor can be read into another dtype, as load_model rea
   CHECK_THAT(message_of<mechlens::NotFoundError>([&] { (void)ckpt.tensor("v", at::kFloat); }),
              Contains(tmp.path()) && Contains("'v'"));
 }
+
+TEST_CASE("A tensor in two shards, a shard tensor the index omits, or an index key given twice is refused") {
+  TempDir tmp;
+  const auto a = at::randn({2}), b = at::randn({3});
+  const std::string one = "model-00001-of-00002.safetensors", two = "model-00002-of-00002.safetensors";
+  // "model.a" is in both shards; the index names the second: which is the checkpoint's?
+  io::save_safetensors(tmp.file(one), {{"model.a", a}, {"model.b", b}});
+  io::save_safetensors(tmp.file(two), {{"model.a", b.narrow(0, 0, 2)}});
+  write_index(tmp.file("model.safetensors.index.json"),
+              "{\"model.a\":\"" + two + "\",\"model.b\":\"" + one + "\"}");
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
+             Contains("tensor 'model.a' is in two shards") && Contains(one) && Contains(two));
+
+  // A shard holding a tensor the index does not list (read from nowhere, or from a stale shard).
+  io::save_safetensors(tmp.file(two), {{"model.c", a}});
+  write_index(tmp.file("model.safetensors.index.json"),
+              "{\"model.a\":\"" + one + "\",\"model.b\":\"" + one + "\"}");
+  std::filesystem::remove(tmp.file(two));
+  io::save_safetensors(tmp.file(one), {{"model.a", a}, {"model.b", b}, {"model.stale", a}});
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
+             Contains("holds tensor 'model.stale', which the index") && Contains("does not list"));
+
+  // The same key twice in the weight map: JSON parsers keep the last silently.
+  io::save_safetensors(tmp.file(one), {{"model.a", a}, {"model.b", b}});
+  write_index(tmp.file("model.safetensors.index.json"),
+              "{\"model.a\":\"" + one + "\",\"model.b\":\"" + one + "\",\"model.a\":\"" + two + "\"}");
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsCheckpoint c(tmp.path()); }),
+             Contains("key 'model.a' appears twice"));
+
+  // The consistent checkpoint loads.
+  write_index(tmp.file("model.safetensors.index.json"), "{\"model.a\":\"" + one + "\",\"model.b\":\"" + one + "\"}");
+  CHECK(io::SafetensorsCheckpoint(tmp.path()).keys().size() == 2);
+}

@@ -4,6 +4,7 @@
 // never from the writer under test.
 
 #include <mechlens/core/filesystem.hpp>
+#include <sys/stat.h>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -461,4 +462,22 @@ TEST_CASE("The JSON depth check ignores brackets inside strings and allows the l
   CHECK_THROWS_AS(mechlens::io::parse_json("[" + at_limit + "]", "x"), mechlens::FormatError);
   const std::string in_string = "{\"k\": \"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"}";
   CHECK(mechlens::io::parse_json(in_string, "x").at("k").get<std::string>().size() == 2001);
+}
+
+TEST_CASE("A tensor named twice in one header is refused (the last entry used to win silently)") {
+  TempDir tmp;
+  const auto path = write_fixture(tmp,
+                                  R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                                  R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                                  std::string(8, '\0'));
+  CHECK_THAT(message_of<mechlens::FormatError>([&] { io::SafetensorsFile f(path); }),
+             Contains("key 'a' appears twice") && Contains(path));
+}
+
+TEST_CASE("A FIFO named model.safetensors is refused at once (opening it used to wait for a writer forever)") {
+  TempDir tmp;
+  const auto fifo = tmp.file("model.safetensors");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THAT(message_of<mechlens::IoError>([&] { io::SafetensorsFile f(fifo); }),
+             Contains(fifo) && Contains("not a regular file"));
 }

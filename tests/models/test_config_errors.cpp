@@ -196,3 +196,22 @@ TEST_CASE("NaN or Inf in a checkpoint's weights loads (as transformers does) wit
   CHECK(std::isnan(loaded->named_parameters()["model.norm.weight"][3].item<float>()));
   mechlens::detail::remove_tree(dir.string());
 }
+
+TEST_CASE("Weights stored as integers or booleans are refused, not converted to float and used") {
+  auto dir = temp_dir("int_weights");
+  write(dir / "config.json", base_config().dump());
+  Model model(ModelConfig::from_json(base_config()), at::TensorOptions().dtype(at::kFloat));
+  init_weights(*model, 1);
+  for (auto bad : {at::kInt, at::kBool}) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (auto& p : model->named_parameters()) {
+      at::Tensor t = p.value().detach();
+      tensors.emplace_back(p.key(), p.key() == "model.norm.weight" ? t.to(bad) : t);
+    }
+    io::save_safetensors((dir / "model.safetensors").string(), tensors);
+    REQUIRE_THROWS_WITH(load_model(dir.string()), Catch::Contains("'model.norm.weight' is stored as") &&
+                                                      Catch::Contains(bad == at::kInt ? "I32" : "BOOL") &&
+                                                      Catch::Contains("floating-point"));
+  }
+  mechlens::detail::remove_tree(dir.string());
+}

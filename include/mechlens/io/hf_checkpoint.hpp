@@ -155,7 +155,7 @@ class SafetensorsCheckpoint {
   }
 
   void add_sharded(const std::filesystem::path& root, const std::string& index_path) {
-    const nlohmann::json index = read_json_file(index_path);
+    const nlohmann::json index = read_json_file(index_path, DuplicateKeys::Refuse);
     MECHLENS_CHECK(index.is_object() && index.contains("weight_map") && index.at("weight_map").is_object(),
                    FormatError, "safetensors index '{}' has no \"weight_map\" object (key -> shard file)",
                    index_path);
@@ -163,7 +163,7 @@ class SafetensorsCheckpoint {
     for (const auto& [key, shard] : index.at("weight_map").items()) {
       MECHLENS_CHECK(shard.is_string(), FormatError,
                      "safetensors index '{}' maps '{}' to {}, expected a shard file name", index_path,
-                     key, shard.dump());
+                     key, json_excerpt(shard));
       keys_by_shard[shard.get<std::string>()].push_back(key);
     }
     for (const auto& [shard, keys] : keys_by_shard) {
@@ -186,6 +186,21 @@ class SafetensorsCheckpoint {
                                                    : detail::nearest_keys(key, held));
         }
         key_to_shard_.emplace(key, shard_index);
+      }
+    }
+    // Every tensor of every shard must be listed, and for that shard: a tensor in two shards, or
+    // one the index does not list, would be read from whichever shard the map happens to name.
+    for (std::size_t s = 0; s < shards_.size(); ++s) {
+      for (const auto& key : shards_[s].keys()) {
+        auto it = key_to_shard_.find(key);
+        if (it == key_to_shard_.end())
+          detail::raise<FormatError>("safetensors shard '{}' holds tensor '{}', which the index '{}' does not list",
+                                     shards_[s].path(), key, index_path);
+        if (it->second != s)
+          detail::raise<FormatError>(
+              "tensor '{}' is in two shards, '{}' and '{}'; the index '{}' names the second (which one is the "
+              "checkpoint's?)",
+              key, shards_[s].path(), shards_[it->second].path(), index_path);
       }
     }
   }

@@ -3,6 +3,8 @@
 /// Reading JSON files with errors that name the file and the key.
 
 #include <string>
+#include <unordered_set>
+#include <vector>
 #include <string_view>
 #include <type_traits>
 
@@ -40,13 +42,38 @@ inline void check_json_depth(std::string_view text, const std::string& where, in
   }
 }
 
+/// What to do with a key that appears twice in one object: JSON parsers (nlohmann, Python's
+/// json) keep the last silently; where a repeated key means two conflicting entries (a
+/// safetensors header naming a tensor twice, an index mapping a tensor to two shards) refuse it.
+enum class DuplicateKeys { KeepLast, Refuse };
+
 /// Parses JSON text; `where` names it (a file, "file:line") in errors. Every JSON the project reads
 /// goes through here: nesting deeper than kMaxJsonDepth, invalid JSON and numbers beyond the range
 /// of a double are FormatErrors naming `where`, never a crash or a foreign exception.
-inline nlohmann::json parse_json(std::string_view text, const std::string& where) {
+inline nlohmann::json parse_json(std::string_view text, const std::string& where,
+                                 DuplicateKeys duplicates = DuplicateKeys::KeepLast) {
   check_json_depth(text, where);
   try {
-    return nlohmann::json::parse(text.begin(), text.end());
+    if (duplicates == DuplicateKeys::KeepLast) return nlohmann::json::parse(text.begin(), text.end());
+    // The keys seen in each open object (depth is bounded above, so the stack is too).
+    std::vector<std::unordered_set<std::string>> open_objects;
+    std::string repeated;
+    const nlohmann::json::parser_callback_t track = [&](int, nlohmann::json::parse_event_t event,
+                                                        nlohmann::json& parsed) {
+      using E = nlohmann::json::parse_event_t;
+      if (event == E::object_start) {
+        open_objects.emplace_back();
+      } else if (event == E::object_end) {
+        if (!open_objects.empty()) open_objects.pop_back();
+      } else if (event == E::key && !open_objects.empty() && repeated.empty()) {
+        if (!open_objects.back().insert(parsed.get<std::string>()).second) repeated = parsed.get<std::string>();
+      }
+      return true;
+    };
+    nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), track);
+    MECHLENS_CHECK(repeated.empty(), FormatError, "{}: key '{}' appears twice in one object (which one is meant?)",
+                   where, repeated.substr(0, 120));
+    return j;
   } catch (const nlohmann::json::exception& e) {
     detail::raise<FormatError>("{} is not valid JSON: {}", where, e.what());
   }
@@ -54,8 +81,8 @@ inline nlohmann::json parse_json(std::string_view text, const std::string& where
 
 /// Parses the JSON file at `path`. Throws IoError when it cannot be read and FormatError (naming
 /// the file and the parser's position) when it is not valid JSON (parse_json).
-inline nlohmann::json read_json_file(const std::string& path) {
-  return parse_json(read_file(path, "JSON file"), "'" + path + "'");
+inline nlohmann::json read_json_file(const std::string& path, DuplicateKeys duplicates = DuplicateKeys::KeepLast) {
+  return parse_json(read_file(path, "JSON file"), "'" + path + "'", duplicates);
 }
 
 /// `value` as JSON text for an error message: at most `max_chars` characters (a long value is cut

@@ -29,7 +29,9 @@ class MappedFile {
   /// does not exist"); empty for none.
   explicit MappedFile(const std::string& path, const std::string& what = "") : path_(path) {
     const std::string prefix = what.empty() ? std::string() : what + ": ";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO with no writer would otherwise block forever before fstat
+    // could refuse it (regular files ignore the flag).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       const int err = errno;
       if (err == ENOENT) ::mechlens::detail::raise<NotFoundError>("{}file '{}' does not exist", prefix, path);

@@ -270,8 +270,10 @@ class SafetensorsFile {
     MECHLENS_CHECK(header_len > 0 && header_begin[0] == '{', FormatError,
                    "safetensors: header (bytes 8 to {}) does not start with '{{', so it is not a "
                    "JSON object, in {}", data_start_, path);
+    // A tensor named twice would silently be the last entry (nlohmann keeps the last key).
     const nlohmann::json header = io::parse_json(std::string_view(header_begin, header_len),
-                                                 fmt::format("safetensors: the header (bytes 8 to {}) of {}", data_start_, path));
+                                                 fmt::format("safetensors: the header (bytes 8 to {}) of {}", data_start_, path),
+                                                 io::DuplicateKeys::Refuse);
     MECHLENS_CHECK(header.is_object(), FormatError,
                    "safetensors: header is a JSON {}, expected an object, in {}", header.type_name(), path);
 

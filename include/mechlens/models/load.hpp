@@ -71,6 +71,14 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
       missing.push_back(key);
       continue;
     }
+    // Weights are floating-point: an I32 or BOOL tensor would be converted and used (its bits read
+    // as numbers), which no checkpoint writer does on purpose.
+    const io::DType stored = checkpoint.info(key).dtype;
+    MECHLENS_CHECK(stored == io::DType::F32 || stored == io::DType::BF16 || stored == io::DType::F16 ||
+                       stored == io::DType::F64,
+                   FormatError, "checkpoint '{}': tensor '{}' is stored as {}, but model weights are floating-point "
+                   "(F32, BF16, F16 or F64)",
+                   checkpoint.dir(), key, io::to_string(stored));
     at::Tensor src = checkpoint.tensor(key);
     at::Tensor& dst = item.value();
     MECHLENS_CHECK(src.sizes() == dst.sizes(), ShapeError,
