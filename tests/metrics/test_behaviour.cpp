@@ -56,12 +56,12 @@ TEST_CASE("Ill-formed UTF-8 counts as word characters, one per maximal subpart, 
   CHECK(split_words("\xD7") == V{"\xD7"});                    // a lone lead byte, not the sign U+00D7
   // C0 AD would be an overlong '-' (U+002D): not a joiner, two invalid bytes inside the word.
   CHECK(split_words("a\xC0\xAD b") == V{"a\xC0\xAD", "b"});
-  KeywordScorer scorer;
+  KeywordScorer scorer(Lexicon::recursive_default());
   CHECK(scorer.analyse("observ\xFF").hits == 1);  // "observ*" matches the word's valid prefix
 }
 
 TEST_CASE("The keyword scorer counts each word once, for the first matching stem, per 100 words") {
-  const KeywordScorer scorer;  // the study's lexicon
+  const KeywordScorer scorer(Lexicon::recursive_default());  // the study's lexicon
   CHECK(scorer.name() == "keywords:recursive_default");
   // 20 words; hits: Observing(observ*), awareness(awar*), processes(process*), itself(itself),
   // noticing(notic(ing)), Self-Referential(self-referent*), meta-cognition(meta-*),
@@ -143,7 +143,7 @@ TEST_CASE("Malformed lexicons are refused with errors that name the file and the
 }
 
 TEST_CASE("A text without words is an error by default and scores 0 only when asked") {
-  const KeywordScorer strict;
+  const KeywordScorer strict(Lexicon::recursive_default());
   CHECK_FALSE(strict.analyse(" ... ").defined);
   CHECK_THROWS_WITH(strict.score(""), Catch::Contains("no words"));
   const KeywordScorer lenient(Lexicon::recursive_default(), EmptyTextPolicy::Zero);
@@ -170,7 +170,7 @@ TEST_CASE("A table scorer serves CSV ratings by id and refuses what it cannot ra
 
   // Scorers are interchangeable behind the interface.
   std::vector<std::unique_ptr<Scorer>> scorers;
-  scorers.push_back(std::make_unique<KeywordScorer>());
+  scorers.push_back(std::make_unique<KeywordScorer>(Lexicon::recursive_default()));
   scorers.push_back(std::make_unique<TableScorer>(table));
   const ScoreItem item{"pair-1/recursive", "I observe myself observing."};
   CHECK(scorers[0]->score_item(item) == Approx(100.0 * 3 / 4));

@@ -59,11 +59,11 @@ enum class EmptyTextPolicy {
   Zero,   ///< score 0
 };
 
-/// Lexicon hits per 100 words (the DEC7 behaviour score).
+/// Lexicon hits per 100 words (the DEC7 behaviour score with Lexicon::recursive_default()). The
+/// lexicon is always named by the caller: a generic scorer never falls back to one study's words.
 class KeywordScorer : public Scorer {
  public:
-  explicit KeywordScorer(Lexicon lexicon = Lexicon::recursive_default(),
-                         EmptyTextPolicy empty = EmptyTextPolicy::Error)
+  explicit KeywordScorer(Lexicon lexicon, EmptyTextPolicy empty = EmptyTextPolicy::Error)
       : lexicon_(std::move(lexicon)), empty_(empty) {}
 
   std::string name() const override { return "keywords:" + lexicon_.name(); }
