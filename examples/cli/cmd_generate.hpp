@@ -1,5 +1,5 @@
 #pragma once
-// mechlens generate: decoding from the prompt state (DESIGN.md), optionally after a KV splice
+// mechlens generate: decoding from the prompt state (docs/design.md), optionally after a KV splice
 // from a source prompt or on top of a source prompt's cache as prefix memory.
 
 #include <ATen/ATen.h>

@@ -1,5 +1,5 @@
 #pragma once
-// mechlens rv: R_V of one prompt (DESIGN.md): PR of the last W rows of hook_v at a late layer over
+// mechlens rv: R_V of one prompt (docs/design.md): PR of the last W rows of hook_v at a late layer over
 // the same at an early layer, from one forward pass.
 
 #include <mechlens/experiments/rv.hpp>

@@ -112,7 +112,7 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
   app.add_option("--align", f.align, "how prompts of different lengths line up in a splice or patch: right or left")->capture_default_str()
       ->check(CLI::IsMember({"right", "left"}));
   app.add_flag("--rerotate", f.rerotate, "re-rotate spliced keys to the target's positions (default: keep the "
-                                         "source's rotation, DESIGN.md)");
+                                         "source's rotation, docs/design.md)");
   app.add_option("--threads", f.threads, "CPU threads (0: LibTorch's default)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--progress", f.progress, "progress bar on stderr: auto (when a terminal), on, off")->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));

@@ -1,4 +1,4 @@
-// Open step 1: does the geometry move with the cache? R_V (DESIGN.md: PR of the last W rows of
+// Open step 1: does the geometry move with the cache? R_V (docs/design.md: PR of the last W rows of
 // hook_v at a late layer over the same at an early layer) of
 //   * each prompt alone (natural), and its Spearman correlation with the prompt's behaviour score;
 //   * each generation — natural and KV-patched — read two ways, both labelled:

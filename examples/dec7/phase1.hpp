@@ -1,5 +1,5 @@
 #pragma once
-// Phase 1 of the study: whole-KV-cache transfer with controls (research-context.md).
+// Phase 1 of the study: whole-KV-cache transfer with controls (docs/study.md).
 //
 //   baseline / recursive            each prompt, natural
 //   baseline + recursive KV         sufficiency: does the recursive prompt's cache carry the mode?

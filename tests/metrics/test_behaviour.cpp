@@ -107,7 +107,7 @@ TEST_CASE("The built-in lexicon is the one shipped in examples/lexicons/recursiv
   const auto builtin = Lexicon::recursive_default();
   REQUIRE(lex.entries().size() == builtin.entries().size());
   for (std::size_t k = 0; k < lex.entries().size(); ++k) CHECK(lex.entries()[k].label == builtin.entries()[k].label);
-  // The stems of research-context.md, in its order.
+  // The stems of the DEC7 study (docs/study.md), in its order.
   const std::vector<std::string> stems{"observ*", "awar*", "conscious*", "process*", "experienc*",
                                        "notic(ing)", "myself", "itself", "yourself", "generat*",
                                        "emerg*", "simultaneous*", "recursiv*", "self-referent*", "meta-*"};

@@ -30,7 +30,7 @@ Model tiny_model(bool sliding = false) {
 }
 }  // namespace
 
-TEST_CASE("The model lists every DESIGN.md hook point, per layer, in forward order") {
+TEST_CASE("The model lists every docs/design.md hook point, per layer, in forward order") {
   Model m = tiny_model();
   auto names = m->hook_names();
   REQUIRE(names.front() == "hook_embed");

@@ -364,7 +364,7 @@ def corrections_section():
 
 
 def sanity_section():
-    """The study's published summary numbers (research-context.md), recomputed by plain Python."""
+    """The study's published summary numbers (docs/study.md), recomputed by plain Python."""
     return {
         "sufficiency": {"delta": 3.78, "sd_patched": 4.38, "sd_baseline": 1.11,
                         "d_average": 3.78 / math.sqrt((1.11 ** 2 + 4.38 ** 2) / 2.0)},

@@ -8,7 +8,7 @@
 /// activation patch (V, Q, K, Q+K+V, residual stream). Study (study.hpp) decodes, scores and
 /// records what a condition prepares.
 ///
-/// Prompt state (DESIGN.md): prefill runs every prompt token but the last; the last is pending
+/// Prompt state (docs/design.md): prefill runs every prompt token but the last; the last is pending
 /// and is fed first when decoding starts. A KV transfer copies the source prompt's prefilled
 /// slots (never its last token) into the target's, row by row on each row's own tokens
 /// (interventions/kv_splice_rows.hpp), so the first generated token already sees the transplanted cache.

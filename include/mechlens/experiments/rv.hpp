@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// R_V inside the forward pass (DESIGN.md): PR of the last W rows of `hook_v` (all KV heads
+/// R_V inside the forward pass (docs/design.md): PR of the last W rows of `hook_v` (all KV heads
 /// concatenated) at a late layer over the same at an early layer, both from one forward of the
 /// same prompt. Only those 2 × W rows are kept, so measuring R_V on thousands of prompts never
 /// caches whole activations.

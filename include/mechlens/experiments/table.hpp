@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Plain-text tables shaped like the study's (research-context.md): conditions with mean ± sd,
+/// Plain-text tables shaped like the study's (docs/study.md): conditions with mean ± sd,
 /// contrasts with Δ, d, p and transfer efficiency, and a layer-range sweep with % transfer and
 /// corrected p-values. Columns are aligned for a terminal; undefined numbers print as "n/a", and
 /// the tests of a contrast whose two conditions scored every pair the same print "identical".

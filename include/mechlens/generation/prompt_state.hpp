@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Prompt state (DESIGN.md): prefill runs every prompt token but the last; the last token is
+/// Prompt state (docs/design.md): prefill runs every prompt token but the last; the last token is
 /// *pending* and is fed first when decoding starts. Splicing caches between two prefilled prompts
 /// is therefore symmetric, and the first generated token already sees the edit.
 ///

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// KV-cache splices (DESIGN.md): copy layers [lo, hi) — optionally some KV heads and some slots —
+/// KV-cache splices (docs/design.md): copy layers [lo, hi) — optionally some KV heads and some slots —
 /// from a source cache into a target cache, in place. Caches of different lengths need an
 /// explicit alignment: `left` (the first m = min(n_src, n_tgt) slots of each), `right` (the last
 /// m), or an explicit slot map; anything else is an error naming both lengths. Moved keys keep

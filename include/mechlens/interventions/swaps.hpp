@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// The study's single-pass patches, each one expression (research-context.md):
+/// The study's single-pass patches, each one expression (docs/study.md):
 /// V swap, Q swap, K swap (projection outputs before rotary: hook_v / hook_q / hook_k),
 /// Q+K+V block swap at a layer, residual-stream patch (the decoder layer's output,
 /// hook_resid_post) at one layer or a range, and a head patch on hook_z (the o_proj input).
