@@ -174,8 +174,8 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   for (size_t i = 0; i < s.encoded.size(); ++i)
     for (Role r : {Role::Recursive, Role::Baseline})
       for (int64_t id : s.encoded[i].ids(r))
-        MECHLENS_CHECK(id < s.model->config().vocab_size, mechlens::ArgumentError,
-                       "pair '{}': the {} prompt holds token id {}, outside the model's vocabulary of {} (tokenizer "
+        MECHLENS_CHECK(id >= 0 && id < s.model->config().vocab_size, mechlens::ArgumentError,
+                       "pair '{}': the {} prompt holds token id {}, outside the model's vocabulary [0, {}) (tokenizer "
                        "and model do not match?)",
                        s.pairs[i].id, ex::role_name(r), id, s.model->config().vocab_size);
   auto lexicon = flags.lexicon.empty() ? mechlens::metrics::Lexicon::recursive_default()

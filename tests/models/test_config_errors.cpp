@@ -215,3 +215,18 @@ TEST_CASE("Weights stored as integers or booleans are refused, not converted to 
   }
   mechlens::detail::remove_tree(dir.string());
 }
+
+TEST_CASE("A model too large for this machine is refused with the parameters and bytes it needs") {
+  auto dir = temp_dir("huge_model");
+  auto j = base_config();
+  j["vocab_size"] = 1 << 24;
+  j["hidden_size"] = 1 << 16;  // 2^41 parameters in the embeddings alone: 8 TiB in float32
+  j["num_attention_heads"] = 1 << 8;
+  j["num_key_value_heads"] = 1 << 8;
+  write(dir / "config.json", j.dump());
+  io::save_safetensors((dir / "model.safetensors").string(), {});
+  REQUIRE_THROWS_WITH(load_model(dir.string()), Catch::Contains("parameters in Float need") &&
+                                                    Catch::Contains("GiB on cpu, which cannot be allocated") &&
+                                                    Catch::Contains(dir.string()));
+  mechlens::detail::remove_tree(dir.string());
+}

@@ -117,7 +117,25 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
   ModelConfig cfg = ModelConfig::from_file(dir);
   detail::read_generation_config(dir, cfg);
   io::SafetensorsCheckpoint checkpoint(dir);
-  Model model(cfg, at::TensorOptions().dtype(options.dtype).device(options.device));
+  const auto model_options = at::TensorOptions().dtype(options.dtype).device(options.device);
+  // A model that cannot be allocated is named with what it needs, not left to the allocator's
+  // bare message (config.json's sizes are bounded, but may still exceed this machine).
+  auto cannot_allocate = [&](const std::string& why) {
+    const double params = cfg.parameter_count();
+    detail::raise<ArgumentError>("load_model('{}'): {:.3g} parameters in {} need {:.3g} GiB on {}, which cannot be "
+                                 "allocated{}",
+                                 dir, params, c10::toString(options.dtype), params * c10::elementSize(options.dtype) / 1073741824.0,
+                                 options.device.str(), why);
+  };
+  Model model{nullptr};
+  try {
+    model = Model(cfg, model_options);
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    cannot_allocate(": " + what.substr(0, what.find('\n')));
+  } catch (const std::bad_alloc&) {
+    cannot_allocate(" (out of host memory)");
+  }
   load_weights(*model, checkpoint);
   if (options.fuse_projections) {
     for (auto& p : model->parameters()) p.set_requires_grad(false);

@@ -59,6 +59,16 @@ struct ModelConfig {
   static ModelConfig from_file(const std::string& path);
   /// The inverse of from_json, in the classic form (rope_theta + rope_scaling).
   nlohmann::json to_json() const;
+  /// Parameters of the model these sizes describe (embedding, unembedding unless tied, attention
+  /// with its biases, MLP, norms), as a double: it is computed before anything is allocated.
+  double parameter_count() const {
+    const double d = static_cast<double>(hidden_size), q = static_cast<double>(num_attention_heads * head_dim),
+                 kv = static_cast<double>(num_key_value_heads * head_dim);
+    const double per_layer = d * (q + 2 * kv) + q * d + 3 * d * static_cast<double>(intermediate_size) + 2 * d +
+                             (attention_bias ? q + 2 * kv : 0.0);
+    return (tie_word_embeddings ? 1 : 2) * static_cast<double>(vocab_size) * d +
+           static_cast<double>(num_hidden_layers) * per_layer + d;
+  }
 };
 
 namespace detail {
@@ -156,11 +166,9 @@ inline ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::st
   MECHLENS_CHECK(c.head_dim % 2 == 0, ConfigError, "{}: head_dim ({}) must be even for rotary embeddings",
                  where, c.head_dim);
   {
-    // Parameters of the model (embedding, unembedding, attention, MLP, norms), before any allocation.
-    const double d = static_cast<double>(c.hidden_size), q = static_cast<double>(c.num_attention_heads * c.head_dim),
-                 kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
-    const double per_layer = d * (q + 2 * kv) + q * d + 3 * d * static_cast<double>(c.intermediate_size) + 2 * d;
-    const double total = 2 * static_cast<double>(c.vocab_size) * d + static_cast<double>(c.num_hidden_layers) * per_layer;
+    // Before any allocation (tie_word_embeddings and the biases are read below: this counts the
+    // untied, biased upper bound).
+    const double total = c.parameter_count();
     MECHLENS_CHECK(total <= detail::kMaxParameters, ConfigError,
                    "{}: these sizes describe a model of {:.3g} parameters, above the {:.0e} mechlens accepts (a corrupt "
                    "config?)", where, total, detail::kMaxParameters);
