@@ -169,9 +169,10 @@ class ModelImpl : public torch::nn::Module {
                    shape_str(ids.sizes()));
     const int64_t b = ids.size(0), p = ids.size(1);
     MECHLENS_CHECK(p > 0, ShapeError, "Model::forward: no tokens (ids shape {})", shape_str(ids.sizes()));
-    if (ids.device().is_cpu() && ids.numel() > 0) {
-      // Ids from the host are checked here (a device tensor would cost a sync per step; decode's
-      // own tokens come from the sampler, inside the vocabulary by construction).
+    if (opt.step <= 0 && ids.device().is_cpu() && ids.numel() > 0) {
+      // Ids from the host are checked here, in plain forwards and prefills (a device tensor would
+      // cost a sync; decode steps feed the sampler's tokens, inside the vocabulary by
+      // construction, so the per-token loop skips the two reductions).
       const auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
       MECHLENS_CHECK(lo >= 0 && hi < cfg_.vocab_size, ArgumentError,
                      "Model::forward: token id {} is outside the vocabulary [0, {})", lo < 0 ? lo : hi,
