@@ -134,6 +134,9 @@ class SafetensorsCheckpoint {
     return tensor(key).to(device, dtype);
   }
 
+  /// The shard that holds `key`; NotFoundError naming the checkpoint, the key and the nearest keys.
+  const SafetensorsFile& file_of(const std::string& key) const { return shard_of(key); }
+
   /// The opened shard files (one for an unsharded checkpoint), in shard-name order.
   const std::vector<SafetensorsFile>& shards() const { return shards_; }
 

@@ -358,6 +358,16 @@ class SafetensorsFile {
   /// Offset of the data section from the start of the file (8 + header length).
   uint64_t data_offset() const { return data_start_; }
 
+  /// Copies bytes [offset, offset + n) of tensor `info`'s data (an entry of this file, from
+  /// info()) into `out` with pread: the bulk path of io/tensor_reader.hpp, safe from several
+  /// threads. IoError naming the file if the file was cut short since it was opened.
+  void read_bytes(const TensorInfo& info, uint64_t offset, void* out, std::size_t n) const {
+    MECHLENS_CHECK(offset <= info.nbytes() && n <= info.nbytes() - offset, ArgumentError,
+                   "safetensors: bytes [{}, {}) of tensor '{}' are past its {} bytes in {}", offset, offset + n,
+                   info.key, info.nbytes(), path());
+    map_->read(static_cast<std::size_t>(data_start_ + info.begin + offset), out, n);
+  }
+
   /// A CPU tensor of the stored dtype and shape that owns its memory (copied out of the map, so
   /// it outlives this object and may be modified).
   at::Tensor tensor(const std::string& key) const {

@@ -17,8 +17,10 @@
 /// checks the two paths against each other; the HF parity tests check both against transformers.
 
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -77,27 +79,18 @@ class FastLayer {
 
   /// Fuses the projections: q/k/v (and their biases) and gate/up become views of one matrix each.
   /// Called again, it re-fuses only what no longer aliases (after Model::to, or a parameter's
-  /// set_data).
-  void fuse() {
+  /// set_data). keep_values false makes the fused layout without copying the current values (the
+  /// matrices are left uninitialised, for a loader to fill through the parameters).
+  void fuse(bool keep_values = true) {
     if (fused()) return;
     at::NoGradGuard no_grad;
     AttentionImpl& a = layer_->self_attn();
     MlpImpl& m = layer_->mlp();
-    qkv_ = at::cat({a.q_proj().weight, a.k_proj().weight, a.v_proj().weight}, 0);
-    view_rows(a.q_proj().weight, qkv_, 0);
-    view_rows(a.k_proj().weight, qkv_, nq());
-    view_rows(a.v_proj().weight, qkv_, nq() + nk());
-    qkv_bias_ = at::Tensor();
-    if (a.q_proj().bias.defined()) {
-      qkv_bias_ = at::cat({a.q_proj().bias, a.k_proj().bias, a.v_proj().bias}, 0);
-      view_rows(a.q_proj().bias, qkv_bias_, 0);
-      view_rows(a.k_proj().bias, qkv_bias_, nq());
-      view_rows(a.v_proj().bias, qkv_bias_, nq() + nk());
-    }
-    const int64_t f = m.gate_proj().weight.size(0);
-    gate_up_ = at::cat({m.gate_proj().weight, m.up_proj().weight}, 0);
-    view_rows(m.gate_proj().weight, gate_up_, 0);
-    view_rows(m.up_proj().weight, gate_up_, f);
+    qkv_ = stack_rows({&a.q_proj().weight, &a.k_proj().weight, &a.v_proj().weight}, keep_values);
+    qkv_bias_ = a.q_proj().bias.defined()
+                    ? stack_rows({&a.q_proj().bias, &a.k_proj().bias, &a.v_proj().bias}, keep_values)
+                    : at::Tensor();
+    gate_up_ = stack_rows({&m.gate_proj().weight, &m.up_proj().weight}, keep_values);
   }
 
   /// Whether the parameters are (still) views of the fused matrices.
@@ -183,9 +176,21 @@ class FastLayer {
   int64_t nq() const { return layer_->self_attn().n_heads() * layer_->self_attn().d_head(); }
   int64_t nk() const { return layer_->self_attn().n_kv_heads() * layer_->self_attn().d_head(); }
 
-  /// Makes parameter `param` rows [row0, row0 + rows) of `whole`.
-  static void view_rows(at::Tensor& param, const at::Tensor& whole, int64_t row0) {
-    param.set_data(whole.narrow(0, row0, param.size(0)));
+  /// One matrix holding `parts` one under the other (their first dimension added up); each part
+  /// becomes a view of its rows, with its values copied there when keep_values.
+  static at::Tensor stack_rows(std::initializer_list<at::Tensor*> parts, bool keep_values) {
+    std::vector<int64_t> sizes = (*parts.begin())->sizes().vec();
+    sizes[0] = 0;
+    for (const at::Tensor* p : parts) sizes[0] += p->size(0);
+    at::Tensor whole = at::empty(sizes, (*parts.begin())->options());
+    int64_t row0 = 0;
+    for (at::Tensor* p : parts) {
+      at::Tensor rows = whole.narrow(0, row0, p->size(0));
+      if (keep_values) rows.copy_(*p);
+      row0 += p->size(0);
+      p->set_data(rows);
+    }
+    return whole;
   }
 
   /// Whether resid [1, 1, d_model] takes fused_step: batch 1 on CUDA, projections without bias,

@@ -19,10 +19,21 @@
 #include "mechlens/core/warning.hpp"
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/hf_checkpoint.hpp"
+#include "mechlens/io/tensor_reader.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"
 
 namespace mechlens {
+
+/// How load_weights copies tensors out of the checkpoint.
+enum class WeightCopy {
+  /// io::TensorReader: several threads pread the files straight into the parameters (on CUDA
+  /// through pinned staging buffers and asynchronous copies, dtype converted on the device).
+  Staged,
+  /// One tensor at a time: SafetensorsCheckpoint::tensor (a host copy) and then copy_ into the
+  /// parameter. The plain reference the tests compare Staged with, bit for bit.
+  PerTensor,
+};
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
@@ -31,6 +42,10 @@ struct LoadOptions {
   /// GEMMs, mechlens' CUDA kernels) and the weights frozen (requires_grad false; gradients with
   /// respect to activations still flow). Turn off to fine-tune the loaded model with autograd.
   bool fuse_projections = true;
+  /// How the weights are copied (load_weights): Staged is the fast path; PerTensor the plain one.
+  WeightCopy weight_copy = WeightCopy::Staged;
+  /// The staged path's threads, chunk and staging buffers (io/tensor_reader.hpp).
+  io::ReadOptions read;
 };
 
 namespace detail {
@@ -56,15 +71,21 @@ inline bool ignorable_extra_key(const std::string& key, const ModelConfig& cfg) 
 }
 }  // namespace detail
 
-/// Copies every parameter of `model` from `checkpoint`. Missing keys, unexpected keys and shape
-/// mismatches are errors naming the key (and the checkpoint directory).
-inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& checkpoint) {
+/// Copies every parameter of `model` from `checkpoint`. Missing keys, unexpected keys, non-float
+/// tensors and shape mismatches are errors naming the key (and the checkpoint directory), raised
+/// before any weight is copied.
+inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& checkpoint,
+                         WeightCopy copy = WeightCopy::Staged, const io::ReadOptions& read = {}) {
   at::NoGradGuard no_grad;
+  struct Item {
+    const std::string* key;
+    at::Tensor* dst;
+  };
+  auto params = model.named_parameters(/*recurse=*/true);
   std::set<std::string> wanted;
   std::vector<std::string> missing;
-  std::vector<at::Tensor> finite;  // per tensor, on its device: one sync for all of them below
-  std::vector<std::string> finite_keys;
-  for (auto& item : model.named_parameters(/*recurse=*/true)) {
+  std::vector<Item> items;
+  for (auto& item : params) {
     const std::string& key = item.key();
     wanted.insert(key);
     if (!checkpoint.contains(key)) {
@@ -73,39 +94,51 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
     }
     // Weights are floating-point: an I32 or BOOL tensor would be converted and used (its bits read
     // as numbers), which no checkpoint writer does on purpose.
-    const io::DType stored = checkpoint.info(key).dtype;
+    const io::TensorInfo& info = checkpoint.info(key);
+    const io::DType stored = info.dtype;
     MECHLENS_CHECK(stored == io::DType::F32 || stored == io::DType::BF16 || stored == io::DType::F16 ||
                        stored == io::DType::F64,
                    FormatError, "checkpoint '{}': tensor '{}' is stored as {}, but model weights are floating-point "
                    "(F32, BF16, F16 or F64)",
                    checkpoint.dir(), key, io::to_string(stored));
-    at::Tensor src = checkpoint.tensor(key);
-    at::Tensor& dst = item.value();
-    MECHLENS_CHECK(src.sizes() == dst.sizes(), ShapeError,
+    const at::Tensor& dst = item.value();
+    MECHLENS_CHECK(at::IntArrayRef(info.shape) == dst.sizes(), ShapeError,
                    "checkpoint '{}': tensor '{}' has shape {} but the model (from config.json) expects {}",
-                   checkpoint.dir(), key, shape_str(src.sizes()), shape_str(dst.sizes()));
-    dst.copy_(src);
-    finite.push_back(at::isfinite(dst).all());
-    finite_keys.push_back(key);
+                   checkpoint.dir(), key, shape_str(info.shape), shape_str(dst.sizes()));
+    items.push_back({&key, &item.value()});
   }
   MECHLENS_CHECK(missing.empty(), FormatError, "checkpoint '{}' lacks {} tensor(s) the model needs, e.g. '{}'",
                  checkpoint.dir(), missing.size(), missing.empty() ? "" : missing.front());
-  // transformers loads NaN / Inf weights as they are; so does mechlens, but it says so.
-  if (!finite.empty()) {
-    at::Tensor ok = at::stack(finite).cpu();
-    const bool* flags = ok.data_ptr<bool>();
-    for (size_t i = 0; i < finite_keys.size(); ++i)
-      if (!flags[i])
-        warn("checkpoint '{}': tensor '{}' holds NaN or Inf values (loaded as they are; every output that depends "
-             "on it will be NaN)",
-             checkpoint.dir(), finite_keys[i]);
-  }
   std::vector<std::string> extra;
   for (const auto& key : checkpoint.keys())
     if (!wanted.count(key) && !detail::ignorable_extra_key(key, model.config())) extra.push_back(key);
   MECHLENS_CHECK(extra.empty(), FormatError,
                  "checkpoint '{}' holds {} tensor(s) this {} model does not have, e.g. '{}' (wrong config.json?)",
                  checkpoint.dir(), extra.size(), model.config().model_type, extra.empty() ? "" : extra.front());
+
+  if (copy == WeightCopy::Staged) {
+    io::TensorReader reader(model.device(), read);
+    for (const Item& item : items) {
+      const io::SafetensorsFile& file = checkpoint.file_of(*item.key);
+      reader.read(file, file.info(*item.key), *item.dst);
+    }
+    reader.finish();
+  } else {
+    for (const Item& item : items) item.dst->copy_(checkpoint.tensor(*item.key));
+  }
+
+  // transformers loads NaN / Inf weights as they are; so does mechlens, but it says so.
+  if (items.empty()) return;
+  std::vector<at::Tensor> finite;  // per tensor, on its device: one sync for all of them
+  finite.reserve(items.size());
+  for (const Item& item : items) finite.push_back(at::isfinite(*item.dst).all());
+  const at::Tensor ok = at::stack(finite).cpu();
+  const bool* flags = ok.data_ptr<bool>();
+  for (size_t i = 0; i < items.size(); ++i)
+    if (!flags[i])
+      warn("checkpoint '{}': tensor '{}' holds NaN or Inf values (loaded as they are; every output that depends "
+           "on it will be NaN)",
+           checkpoint.dir(), *items[i].key);
 }
 
 /// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
@@ -129,14 +162,17 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
   };
   Model model{nullptr};
   try {
-    model = Model(cfg, model_options);
+    // Built in the fused layout when it will be fused: each weight is then copied once, into its
+    // place (a PerTensor load builds it separate and fuses afterwards: the plain reference path).
+    const bool fused_now = options.fuse_projections && options.weight_copy == WeightCopy::Staged;
+    model = Model(cfg, model_options, fused_now ? Projections::Fused : Projections::Separate);
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
     cannot_allocate(": " + what.substr(0, what.find('\n')));
   } catch (const std::bad_alloc&) {
     cannot_allocate(" (out of host memory)");
   }
-  load_weights(*model, checkpoint);
+  load_weights(*model, checkpoint, options.weight_copy, options.read);
   if (options.fuse_projections) {
     for (auto& p : model->parameters()) p.set_requires_grad(false);
     model->fuse_projections();

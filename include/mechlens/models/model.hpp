@@ -71,11 +71,21 @@ struct HookInfo {
   std::vector<int64_t> shape;
 };
 
+/// How a Model is laid out when built: each projection its own matrix, or q/k/v and gate/up
+/// already views of fused matrices (what fuse_projections() makes), for a loader to fill.
+enum class Projections { Separate, Fused };
+
 class ModelImpl : public torch::nn::Module {
   friend struct detail::StaticStep;
 
  public:
-  ModelImpl(const ModelConfig& cfg, const at::TensorOptions& options) : cfg_(cfg), options_(options) {
+  /// A model of `cfg`'s shapes whose parameters are allocated with `options` and left
+  /// uninitialised (load_model or init_weights fills them). Projections::Fused builds the fused
+  /// layout layer by layer, so a loader copies each weight once, into its place, and memory never
+  /// holds both layouts (fused() is then true).
+  ModelImpl(const ModelConfig& cfg, const at::TensorOptions& options,
+            Projections projections = Projections::Separate)
+      : cfg_(cfg), options_(options) {
     body_ = register_module("model", std::make_shared<torch::nn::Module>());
     embed_tokens_ = body_->register_module("embed_tokens", Embedding(cfg.vocab_size, cfg.d_model(), options));
     hook_embed_ = &hooks_.add_point("hook_embed", -1, {kDimBatch, kDimPos, cfg.d_model()});
@@ -85,7 +95,11 @@ class ModelImpl : public torch::nn::Module {
       layers_->push_back(layer);
       blocks_.push_back(layer);
       fast_.emplace_back(*layer);
+      // Fused before the next layer is built: the separate matrices just freed are the sizes the
+      // next layer asks for, so the device allocator hands them out again.
+      if (projections == Projections::Fused) fast_.back().fuse(/*keep_values=*/false);
     }
+    fused_ = projections == Projections::Fused;
     norm_ = body_->register_module("norm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
     hook_ln_final_ = &hooks_.add_point("ln_final.hook_normalized", -1, {kDimBatch, kDimPos, cfg.d_model()});
     if (!cfg.tie_word_embeddings)
