@@ -19,6 +19,9 @@ out=${OUT_DIR:-$build/bench-study}
 tok=${TOKENIZERS:-.deps/tokenizers}
 n=${N:-100}
 models=${MODELS:-llama3-8b mistral-7b}
+# The checkpoints every separate program and the float32 loads run on (the others: bf16 loads and
+# dec7_study only), to fit a short lease.
+full=${FULL_MODELS:-$models}
 mkdir -p "$work" "$out"
 : > "$out/loads.jsonl"
 printf 'model\tprogram\tseconds\texit\n' > "$out/programs.tsv"
@@ -42,26 +45,30 @@ for m in $models; do
   dir="$work/$m"
   cat "$dir"/*.safetensors > /dev/null  # into the page cache
   log "== $m"
-  for dtype in bfloat16 float32; do
+  dtypes=bfloat16
+  [[ " $full " == *" $m "* ]] && dtypes="bfloat16 float32"
+  for dtype in $dtypes; do
     PYTHONUNBUFFERED=1 python3 benchmarks/hf_load.py --model "$dir" --dtype "$dtype" | tee -a "$out/loads.jsonl"
     "$build/benchmarks/bench_load" --model "$dir" --device cuda --dtype "$dtype" | tee -a "$out/loads.jsonl"
   done
-  timed "$m" "mechlens forward --ids 1,2,3 (load + 1 forward, bf16)" \
-    "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype bfloat16 --ids 1,2,3
-  timed "$m" "mechlens forward --ids 1,2,3 (float32)" \
-    "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype float32 --ids 1,2,3
-  timed "$m" "mechlens tokenize (one text)" \
-    "$build/examples/cli/mechlens" tokenize --tokenizer "$dir" --text "observe the observer"
-  timed "$m" "python: import transformers + from_pretrained (bf16)" \
-    python3 -c "import torch, transformers; transformers.AutoModelForCausalLM.from_pretrained('$dir', dtype=torch.bfloat16, device_map='cuda'); torch.cuda.synchronize()"
   runs="$work/runs/$m"
   rm -rf "$runs"
   common=(--model "$dir" --device cuda --dtype bfloat16 --n "$n" --progress off)
-  timed "$m" "dec7_kv_transfer --n 2 (almost only loading)" "$build/examples/dec7/dec7_kv_transfer" "${common[@]}" \
-    --n 2 --out "$runs/p1-n2"
-  for prog in dec7_kv_transfer dec7_layer_sweep dec7_single_pass dec7_rv dec7_positions; do
-    timed "$m" "$prog --n $n" "$build/examples/dec7/$prog" "${common[@]}" --out "$runs/$prog"
-  done
+  if [[ " $full " == *" $m "* ]]; then
+    timed "$m" "mechlens forward --ids 1,2,3 (load + 1 forward, bf16)" \
+      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype bfloat16 --ids 1,2,3
+    timed "$m" "mechlens forward --ids 1,2,3 (float32)" \
+      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype float32 --ids 1,2,3
+    timed "$m" "mechlens tokenize (one text)" \
+      "$build/examples/cli/mechlens" tokenize --tokenizer "$dir" --text "observe the observer"
+    timed "$m" "python: import transformers + from_pretrained (bf16)" \
+      python3 -c "import torch, transformers; transformers.AutoModelForCausalLM.from_pretrained('$dir', dtype=torch.bfloat16, device_map='cuda'); torch.cuda.synchronize()"
+    timed "$m" "dec7_kv_transfer --n 2 (almost only loading)" "$build/examples/dec7/dec7_kv_transfer" "${common[@]}" \
+      --n 2 --out "$runs/p1-n2"
+    for prog in dec7_kv_transfer dec7_layer_sweep dec7_single_pass dec7_rv dec7_positions; do
+      timed "$m" "$prog --n $n" "$build/examples/dec7/$prog" "${common[@]}" --out "$runs/$prog"
+    done
+  fi
   if [ -x "$build/examples/dec7/dec7_study" ]; then
     timed "$m" "dec7_study --n $n (every phase)" "$build/examples/dec7/dec7_study" "${common[@]}" --out "$runs/study"
   fi

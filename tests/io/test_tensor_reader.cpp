@@ -37,14 +37,15 @@ std::string write_sample(const TempDir& tmp) {
 TEST_CASE("TensorReader reads every tensor into every float dtype as ATen's conversion of the stored tensor") {
   TempDir tmp;
   const io::SafetensorsFile file(write_sample(tmp));
-  // Chunks and pieces that divide no tensor evenly (and one of a single element), and the defaults.
+  // Chunks that divide no tensor evenly (and one of a single element), one thread and several,
+  // and the defaults.
   std::vector<io::ReadOptions> settings(4);
   settings[0].chunk_bytes = 104;
-  settings[0].piece_bytes = 24;
+  settings[0].threads = 3;
   settings[1].chunk_bytes = 8;
-  settings[1].piece_bytes = 3;
-  settings[2].piece_bytes = 7;
-  settings[2].threads = 3;
+  settings[1].threads = 1;
+  settings[2].chunk_bytes = 40;
+  settings[2].threads = 0;
   for (const auto& options : settings) {
     for (const auto& key : file.keys()) {
       const at::Tensor stored = file.tensor(key);
@@ -52,12 +53,27 @@ TEST_CASE("TensorReader reads every tensor into every float dtype as ATen's conv
         io::TensorReader reader(at::kCPU, options);
         at::Tensor dst = at::empty(stored.sizes(), at::TensorOptions().dtype(dtype));
         reader.read(file, file.info(key), dst);
-        reader.finish();
-        INFO(key << " as " << c10::toString(dtype) << ", chunk " << options.chunk_bytes << " piece "
-                 << options.piece_bytes);
+        INFO(key << " as " << c10::toString(dtype) << ", chunk " << options.chunk_bytes << " threads "
+                 << options.threads);
         CHECK(at::equal(dst, stored.to(dtype)));
       }
     }
+  }
+}
+
+TEST_CASE("TensorReader reads many tensors at once, shared among its workers") {
+  TempDir tmp;
+  const io::SafetensorsFile file(write_sample(tmp));
+  io::ReadOptions options;
+  options.chunk_bytes = 64;
+  options.threads = 3;
+  std::vector<io::ReadJob> jobs;
+  for (const auto& key : file.keys())
+    jobs.push_back({&file, &file.info(key), at::empty(file.tensor(key).sizes(), at::TensorOptions().dtype(at::kDouble))});
+  io::TensorReader(at::kCPU, options).read(jobs);
+  for (const auto& job : jobs) {
+    INFO(job.info->key);
+    CHECK(at::equal(job.dst, file.tensor(job.info->key).to(at::kDouble)));
   }
 }
 

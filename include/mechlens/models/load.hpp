@@ -45,7 +45,7 @@ struct LoadOptions {
   /// How the weights are copied (load_weights): Staged is the fast path; PerTensor the plain one.
   WeightCopy weight_copy = WeightCopy::Staged;
   /// The staged path's threads, chunk and staging buffers (io/tensor_reader.hpp).
-  io::ReadOptions read;
+  io::ReadOptions read = {};
 };
 
 namespace detail {
@@ -117,12 +117,13 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
                  checkpoint.dir(), extra.size(), model.config().model_type, extra.empty() ? "" : extra.front());
 
   if (copy == WeightCopy::Staged) {
-    io::TensorReader reader(model.device(), read);
+    std::vector<io::ReadJob> jobs;
+    jobs.reserve(items.size());
     for (const Item& item : items) {
       const io::SafetensorsFile& file = checkpoint.file_of(*item.key);
-      reader.read(file, file.info(*item.key), *item.dst);
+      jobs.push_back({&file, &file.info(*item.key), *item.dst});
     }
-    reader.finish();
+    io::TensorReader(model.device(), read).read(jobs);
   } else {
     for (const Item& item : items) item.dst->copy_(checkpoint.tensor(*item.key));
   }
@@ -131,7 +132,14 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
   if (items.empty()) return;
   std::vector<at::Tensor> finite;  // per tensor, on its device: one sync for all of them
   finite.reserve(items.size());
-  for (const Item& item : items) finite.push_back(at::isfinite(*item.dst).all());
+  for (const Item& item : items) {
+    // In pieces of 2^26 elements: isfinite's temporaries (a copy and two masks) of a whole
+    // embedding matrix would cost GPU memory beyond the weights.
+    at::Tensor all = at::ones({}, item.dst->options().dtype(at::kBool));
+    for (const at::Tensor& piece : item.dst->view({-1}).split(int64_t(1) << 26))
+      all = at::logical_and(all, at::isfinite(piece).all());
+    finite.push_back(all);
+  }
   const at::Tensor ok = at::stack(finite).cpu();
   const bool* flags = ok.data_ptr<bool>();
   for (size_t i = 0; i < items.size(); ++i)
