@@ -1,5 +1,8 @@
 // Invariants of the model that need no reference file: hook names and order, caching, padding,
 // the cache after a failed forward, patches from a cache that is still recording.
+#include <algorithm>
+
+#include <mechlens/hooks/hook_name.hpp>
 #include <mechlens/interventions/patch.hpp>
 #include <mechlens/models/init.hpp>
 #include <mechlens/models/model.hpp>
@@ -306,4 +309,38 @@ TEST_CASE("Offloading a CUDA activation cache to the CPU is complete when the ho
       REQUIRE(read[k].equal(reference.get(names[k]).select(0, batch - 1).cpu()));
     }
   }
+}
+
+TEST_CASE("hook_name builds every block hook point's name, from its site or TransformerLens' short name") {
+  Model m = tiny_model();
+  const auto names = m->hook_names();
+  auto known = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  CHECK(hook_name(2, "attn.hook_v") == "blocks.2.attn.hook_v");
+  CHECK(hook_name(2, "v") == "blocks.2.attn.hook_v");
+  CHECK(hook_name(0, "resid_post") == "blocks.0.hook_resid_post");
+  CHECK(hook_name(1, "ln1") == "blocks.1.ln1.hook_normalized");
+  for (const auto& [short_name, site] : mechlens::detail::hook_short_names()) {
+    INFO(short_name);
+    CHECK(known(hook_name(1, short_name)));
+    CHECK(hook_name(1, short_name) == hook_name(1, site));
+  }
+  // Every block hook point of the model is hook_name(layer, its site).
+  for (const auto& info : m->hook_info()) {
+    if (info.layer < 0) continue;
+    const std::string prefix = "blocks." + std::to_string(info.layer) + ".";
+    REQUIRE(info.name.rfind(prefix, 0) == 0);
+    CHECK(hook_name(info.layer, info.name.substr(prefix.size())) == info.name);
+  }
+  CHECK_THROWS_AS(hook_name(-1, "v"), ArgumentError);
+  CHECK_THROWS_AS(hook_name(0, ""), ArgumentError);
+}
+
+TEST_CASE("An activation cache is read by site and layer, as TransformerLens' cache[\"v\", 24]") {
+  Model m = tiny_model();
+  CacheOptions keep;
+  keep.names = {"blocks.*.attn.hook_v", "blocks.*.hook_resid_post"};
+  auto [logits, cache] = m->run_with_cache(at::arange(1, 5, at::kLong).view({1, 4}), keep);
+  CHECK(at::equal(cache("v", 1), cache["blocks.1.attn.hook_v"]));
+  CHECK(at::equal(cache.get("hook_resid_post", 2), cache["blocks.2.hook_resid_post"]));
+  CHECK_THROWS_AS(cache("z", 0), NotFoundError);
 }

@@ -20,6 +20,7 @@
 #include "mechlens/core/selection.hpp"
 #include "mechlens/core/shape.hpp"
 #include "mechlens/hooks/hook_layout.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 
 namespace mechlens {
@@ -155,6 +156,10 @@ class ActivationCache {
                                  detail::quoted_list(detail::nearest_names(name, have)));
   }
   const at::Tensor& operator[](const std::string& name) const { return get(name); }
+  /// The activation of `site` at `layer` (TransformerLens' `cache["v", 24]`): `site` is a block
+  /// site or a short name, as hook_name() takes them.
+  const at::Tensor& get(std::string_view site, int64_t layer) const { return get(hook_name(layer, site)); }
+  const at::Tensor& operator()(std::string_view site, int64_t layer) const { return get(site, layer); }
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     for (auto& [k, v] : store_->tensors) out.push_back(k);

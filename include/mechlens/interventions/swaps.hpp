@@ -9,13 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/interventions/patch.hpp"
 
 namespace mechlens {
 
 namespace detail {
 inline std::string block_hook(int64_t layer, const std::string& site) {
-  return "blocks." + std::to_string(layer) + "." + site;
+  return hook_name(layer, site);
 }
 inline Selection with_positions(Positions p) { Selection s; s.positions = std::move(p); return s; }
 }  // namespace detail

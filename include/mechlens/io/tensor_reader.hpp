@@ -86,13 +86,17 @@ class TensorReader {
       int64_t e0, ne;  // elements [e0, e0 + ne) of the tensor
     };
     std::vector<Chunk> chunks;
+    uint64_t total = 0;
     for (std::size_t j = 0; j < jobs.size(); ++j) {
+      total += jobs[j].info->nbytes();
       const int64_t numel = checked_numel(jobs[j]);
       const int64_t step = static_cast<int64_t>(options_.chunk_bytes / element_size(jobs[j].info->dtype));
       for (int64_t e0 = 0; e0 < numel; e0 += step) chunks.push_back({j, e0, std::min(step, numel - e0)});
     }
     const std::size_t wanted = options_.threads > 0 ? options_.threads : std::max(1, at::get_num_threads());
-    const std::size_t workers = std::min(wanted, chunks.size());
+    // A thread per chunk's worth of bytes at most: a small model is read on this thread alone.
+    const auto chunks_worth = static_cast<std::size_t>((total + options_.chunk_bytes - 1) / options_.chunk_bytes);
+    const std::size_t workers = std::min({wanted, chunks.size(), std::max<std::size_t>(1, chunks_worth)});
     std::atomic<std::size_t> next{0};
     std::atomic<bool> failed{false};
     std::exception_ptr error;
@@ -166,7 +170,8 @@ class TensorReader {
       }
       at::Tensor part = dst.view({-1}).narrow(0, e0, ne);
       if (device_.is_cpu()) {
-        if (!host_buffer_.defined()) host_buffer_ = at::empty({static_cast<int64_t>(options_.chunk_bytes)}, at::kByte);
+        if (!host_buffer_.defined() || static_cast<std::size_t>(host_buffer_.numel()) < n)
+          host_buffer_ = at::empty({static_cast<int64_t>(n)}, at::kByte);  // at most chunk_bytes
         job.file->read_bytes(*job.info, offset, host_buffer_.data_ptr(), n);
         part.copy_(at::from_blob(host_buffer_.data_ptr(), {ne}, at::TensorOptions().dtype(stored)));
         return;

@@ -20,6 +20,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "mechlens/core/torch_compat.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/kv_cache.hpp"
@@ -77,7 +78,7 @@ class AttentionImpl : public torch::nn::Module {
     k_proj_ = register_module("k_proj", Linear(d, n_kv_heads_ * d_head_, cfg.attention_bias, options));
     v_proj_ = register_module("v_proj", Linear(d, n_kv_heads_ * d_head_, cfg.attention_bias, options));
     o_proj_ = register_module("o_proj", Linear(n_heads_ * d_head_, d, false, options));
-    const std::string p = "blocks." + std::to_string(layer) + ".attn.";
+    const std::string p = hook_name(layer, "attn.");
     hook_q_ = &hooks.add_point(p + "hook_q", layer, {kDimBatch, kDimPos, n_heads_, d_head_});
     hook_k_ = &hooks.add_point(p + "hook_k", layer, {kDimBatch, kDimPos, n_kv_heads_, d_head_});
     hook_v_ = &hooks.add_point(p + "hook_v", layer, {kDimBatch, kDimPos, n_kv_heads_, d_head_});

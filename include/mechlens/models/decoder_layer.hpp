@@ -12,6 +12,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/models/attention.hpp"
 #include "mechlens/models/mlp.hpp"
@@ -22,17 +23,16 @@ namespace mechlens {
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& cfg, int64_t layer, HookRegistry& hooks, const at::TensorOptions& options) {
-    const std::string p = "blocks." + std::to_string(layer) + ".";
     const std::vector<int64_t> resid{kDimBatch, kDimPos, cfg.d_model()};
-    hook_resid_pre_ = &hooks.add_point(p + "hook_resid_pre", layer, resid);
-    hook_ln1_ = &hooks.add_point(p + "ln1.hook_normalized", layer, resid);
+    hook_resid_pre_ = &hooks.add_point(hook_name(layer, "hook_resid_pre"), layer, resid);
+    hook_ln1_ = &hooks.add_point(hook_name(layer, "ln1.hook_normalized"), layer, resid);
     self_attn_ = register_module("self_attn", Attention(cfg, layer, hooks, options));
-    hook_attn_out_ = &hooks.add_point(p + "hook_attn_out", layer, resid);
-    hook_resid_mid_ = &hooks.add_point(p + "hook_resid_mid", layer, resid);
-    hook_ln2_ = &hooks.add_point(p + "ln2.hook_normalized", layer, resid);
+    hook_attn_out_ = &hooks.add_point(hook_name(layer, "hook_attn_out"), layer, resid);
+    hook_resid_mid_ = &hooks.add_point(hook_name(layer, "hook_resid_mid"), layer, resid);
+    hook_ln2_ = &hooks.add_point(hook_name(layer, "ln2.hook_normalized"), layer, resid);
     mlp_ = register_module("mlp", Mlp(cfg, options));
-    hook_mlp_out_ = &hooks.add_point(p + "hook_mlp_out", layer, resid);
-    hook_resid_post_ = &hooks.add_point(p + "hook_resid_post", layer, resid);
+    hook_mlp_out_ = &hooks.add_point(hook_name(layer, "hook_mlp_out"), layer, resid);
+    hook_resid_post_ = &hooks.add_point(hook_name(layer, "hook_resid_post"), layer, resid);
     input_layernorm_ = register_module("input_layernorm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
     post_attention_layernorm_ =
         register_module("post_attention_layernorm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));

@@ -12,6 +12,7 @@
 #include "mechlens/core/selection.hpp"
 #include "mechlens/core/shape.hpp"
 #include "mechlens/hooks/hook_layout.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 
 namespace mechlens::detail {
@@ -64,7 +65,7 @@ inline std::vector<std::string> expand_layers(const std::string& pattern, const 
                  "layer range {} is empty or negative (ranges are half-open: lo:hi with lo < hi)", layers->str());
   std::vector<std::string> out;
   for (int64_t l = layers->begin; l < layers->end; ++l)
-    out.push_back("blocks." + std::to_string(l) + "." + pattern.substr(prefix.size()));
+    out.push_back(hook_name(l, pattern.substr(prefix.size())));
   return out;
 }
 
