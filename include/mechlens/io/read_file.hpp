@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "mechlens/core/error.hpp"
 
@@ -40,18 +41,23 @@ inline uint64_t regular_file_size(const std::string& path, std::string what) {
 /// The whole contents of the regular file at `path` (`what` names it in errors: "JSON file",
 /// "chat template"...). At most `max_bytes`.
 inline std::string read_file(const std::string& path, std::string what = "file",
-                             uint64_t max_bytes = kMaxReadBytes) {
+                             uint64_t max_bytes = kMaxReadBytes);
+
+/// read_file into another byte container with resize() and data() (a std::vector<char> with an
+/// allocator of its own, say); the same checks and errors.
+template <class Buffer>
+Buffer read_file_as(const std::string& path, std::string what = "file", uint64_t max_bytes = kMaxReadBytes) {
   if (what.empty()) what = "file";
   const uint64_t size = regular_file_size(path, what);
   MECHLENS_CHECK(size <= max_bytes, IoError, "{} '{}' holds {} bytes, more than the {} mechlens reads", what, path,
                  size, max_bytes);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   MECHLENS_CHECK(fd >= 0, IoError, "cannot open {} '{}': {}", what, path, std::strerror(errno));
-  std::string out;
+  Buffer out;
   out.resize(static_cast<size_t>(size));
   size_t got = 0;
   while (got < out.size()) {
-    const ssize_t n = ::read(fd, &out[got], out.size() - got);
+    const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int err = errno;
@@ -64,6 +70,10 @@ inline std::string read_file(const std::string& path, std::string what = "file",
   if (got == out.size()) ::close(fd);
   out.resize(got);
   return out;
+}
+
+inline std::string read_file(const std::string& path, std::string what, uint64_t max_bytes) {
+  return read_file_as<std::string>(path, std::move(what), max_bytes);
 }
 
 }  // namespace mechlens::io

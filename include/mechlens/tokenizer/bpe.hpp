@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -21,27 +23,73 @@
 #include "mechlens/core/error.hpp"
 #include "mechlens/io/json.hpp"
 #include "mechlens/tokenizer/detail/flat_map.hpp"
+#include "mechlens/tokenizer/detail/huge_pages.hpp"
+#include "mechlens/tokenizer/detail/json_scan.hpp"
 #include "mechlens/tokenizer/detail/utf8.hpp"
 
 namespace mechlens::tokenizer {
+
+/// tokenizer.json's "vocab" and "merges" read straight from the text (detail/json_scan.hpp), for
+/// BpeModel::from_tables: the vocabulary, and every merge, in rank order, as the ids of its two
+/// tokens.
+struct BpeTables {
+  detail::StringIdMap vocab;
+  int64_t max_id = -1;
+  std::vector<std::pair<int32_t, int32_t>, detail::HugePageAllocator<std::pair<int32_t, int32_t>>> merges;
+
+  /// Reads the "vocab" object at r. False when it is not a plain {"token": id, ...} object
+  /// (json_scan::read_vocab) or names a token twice (nlohmann would keep the last: from_json's
+  /// business).
+  bool read_vocab(detail::json_scan::Reader& r) {
+    const bool read = detail::json_scan::read_vocab(r, [&](std::string_view token, uint32_t id) {
+      max_id = std::max<int64_t>(max_id, id);
+      return vocab.append(token, static_cast<int32_t>(id));
+    });
+    return read && vocab.index();
+  }
+
+  /// Reads the "merges" array at r, once the vocabulary is read. False when it is not an array of
+  /// "a b" / ["a", "b"] (json_scan::read_merges) or a merge names a token not in the vocabulary.
+  bool read_merges(detail::json_scan::Reader& r) {
+    // Room for as many merges as the rest of the text could hold (each takes at least 6 bytes:
+    // "a b",): only the pages written to are ever touched, and the vector never moves.
+    merges.reserve(std::min<std::size_t>(r.remaining() / 6 + 1, std::size_t{1} << 22));
+    // The tokens are looked up a group at a time (StringIdMap::find_many); the few written with
+    // escapes are copied, since the reader's views of them do not last.
+    constexpr std::size_t kGroup = 64;
+    std::vector<std::string_view> keys;
+    keys.reserve(2 * kGroup);
+    std::deque<std::string> copies;
+    int32_t ids[2 * kGroup];
+    const auto flush = [&] {
+      vocab.find_many(keys.data(), keys.size(), ids);
+      for (std::size_t k = 0; k < keys.size(); k += 2) {
+        if (ids[k] < 0 || ids[k + 1] < 0) return false;
+        merges.emplace_back(ids[k], ids[k + 1]);
+      }
+      keys.clear();
+      copies.clear();
+      return true;
+    };
+    const bool read = detail::json_scan::read_merges(r, [&](std::string_view a, std::string_view b, bool in_text) {
+      if (!in_text) {
+        a = copies.emplace_back(a);
+        b = copies.emplace_back(b);
+      }
+      keys.push_back(a);
+      keys.push_back(b);
+      return keys.size() < 2 * kGroup || flush();
+    });
+    return read && flush();
+  }
+};
 
 class BpeModel {
  public:
   /// Builds the model from tokenizer.json's "model" object; `where` names the file in errors.
   static BpeModel from_json(const nlohmann::json& j, const std::string& where) {
     const std::string here = where + ": model";
-    MECHLENS_CHECK(j.is_object(), FormatError, "{} must be an object, got {}", here, j.type_name());
-    const auto type = io::json_optional<std::string>(j, "type", "BPE", here);
-    MECHLENS_CHECK(type == "BPE", ConfigError,
-                   "{}: model type '{}' is not supported by mechlens (supported: BPE)", where, type);
-    MECHLENS_CHECK(io::json_optional<double>(j, "dropout", 0.0, here) == 0.0, ConfigError,
-                   "{}: BPE dropout is not supported (tokenization would be random)", here);
-    BpeModel m;
-    m.byte_fallback_ = io::json_optional<bool>(j, "byte_fallback", false, here);
-    m.fuse_unk_ = io::json_optional<bool>(j, "fuse_unk", false, here);
-    m.ignore_merges_ = io::json_optional<bool>(j, "ignore_merges", false, here);
-    m.prefix_ = io::json_optional<std::string>(j, "continuing_subword_prefix", "", here);
-    m.suffix_ = io::json_optional<std::string>(j, "end_of_word_suffix", "", here);
+    BpeModel m = with_options(j, where, here);
 
     MECHLENS_CHECK(j.contains("vocab") && j.at("vocab").is_object(), FormatError,
                    "{}: 'vocab' must be an object of token -> id", here);
@@ -54,34 +102,28 @@ class BpeModel {
                      FormatError, "{}: vocab entry '{}' has id {}, expected a non-negative 32-bit integer", here,
                      detail::excerpt(it.key()), io::json_excerpt(it.value()));
       const int64_t id = it.value().get<int64_t>();
+      MECHLENS_CHECK(m.vocab_.arena_bytes() + 8 + it.key().size() <= detail::StringIdMap::kMaxArenaBytes, FormatError,
+                     "{}: the vocabulary holds more than 4 GiB of tokens", here);
       m.vocab_.insert(it.key(), static_cast<int32_t>(id));  // JSON object keys are unique
       max_id = std::max(max_id, id);
     }
-    m.id_to_token_.assign(static_cast<std::size_t>(max_id + 1), std::string());
-    m.has_id_.assign(static_cast<std::size_t>(max_id + 1), false);
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      const int64_t id = it.value().get<int64_t>();
-      MECHLENS_CHECK(!m.has_id_[id], FormatError, "{}: id {} is given to two tokens ('{}' and '{}')", here, id,
-                     detail::excerpt(m.id_to_token_[id]), detail::excerpt(it.key()));
-      m.id_to_token_[id] = it.key();
-      m.has_id_[id] = true;
-    }
+    // In key order, as nlohmann iterates the object (and as the keys were inserted).
+    m.id_entry_.assign(static_cast<std::size_t>(max_id + 1), 0);
+    m.vocab_.for_each([&](std::string_view token, int32_t id, uint32_t entry) {
+      MECHLENS_CHECK(m.id_entry_[id] == 0, FormatError, "{}: id {} is given to two tokens ('{}' and '{}')", here,
+                     id, detail::excerpt(m.vocab_.key_at(m.id_entry_[id])), detail::excerpt(token));
+      m.id_entry_[id] = entry;
+    });
 
-    if (j.contains("unk_token") && !j.at("unk_token").is_null()) {
-      const auto unk = io::json_required<std::string>(j, "unk_token", here);
-      m.unk_id_ = m.vocab_.find(unk);
-      MECHLENS_CHECK(m.unk_id_ >= 0, FormatError, "{}: unk_token '{}' is not in the vocabulary", here, unk);
-    }
-    if (m.byte_fallback_) {
-      for (int b = 0; b < 256; ++b) {
-        m.byte_ids_[b] = m.vocab_.find(fmt::format("<0x{:02X}>", b));
-      }
-    }
+    m.read_special_ids(j, here);
 
     MECHLENS_CHECK(j.contains("merges") && j.at("merges").is_array(), FormatError,
                    "{}: 'merges' must be an array", here);
     const auto& merges = j.at("merges");
-    m.merges_.reserve(merges.size());
+    std::vector<std::pair<int32_t, int32_t>> pairs;
+    std::vector<int32_t> merged_ids;
+    pairs.reserve(merges.size());
+    merged_ids.reserve(merges.size());
     int32_t rank = 0;
     std::string merged;
     for (const auto& item : merges) {
@@ -110,9 +152,63 @@ class BpeModel {
       const int32_t im = m.vocab_.find(merged);
       MECHLENS_CHECK(im >= 0, FormatError, "{}: merge {} ('{}' + '{}') makes '{}', which is not in the vocabulary",
                      here, rank, detail::excerpt(a), detail::excerpt(b), detail::excerpt(merged));
-      m.merges_.insert(ia, ib, {rank, im});
+      pairs.emplace_back(ia, ib);
+      merged_ids.push_back(im);
       ++rank;
     }
+    m.merges_.insert_ranked(pairs.data(), merged_ids.data(), pairs.size());
+    return m;
+  }
+
+  /// The same model as from_json, built from tokenizer.json's "model" object without its
+  /// "vocab" and "merges" (`j`, as the rest of the file was parsed) and those two read from the
+  /// text into `tables` (Tokenizer::from_json_text). nullopt when the tables do not make a valid
+  /// model (a token id given twice, a merge of or into a token that is not in the vocabulary,
+  /// ids far sparser than the vocabulary): the caller then takes from_json, whose error says what
+  /// is wrong. Errors in the other fields of `j` are from_json's own.
+  static std::optional<BpeModel> from_tables(const nlohmann::json& j, BpeTables tables, const std::string& where) {
+    const std::string here = where + ": model";
+    BpeModel m = with_options(j, where, here);
+    m.vocab_ = std::move(tables.vocab);
+    const std::size_t count = m.vocab_.size();
+    // from_json allocates a string per id up to the largest; leave absurd ids to it.
+    if (tables.max_id >= static_cast<int64_t>(2 * count + 65536)) return std::nullopt;
+    m.id_entry_.assign(static_cast<std::size_t>(tables.max_id + 1), 0);
+    bool distinct = true;
+    m.vocab_.for_each([&](std::string_view, int32_t id, uint32_t entry) {
+      if (m.id_entry_[id] != 0) distinct = false;
+      m.id_entry_[id] = entry;
+    });
+    if (!distinct) return std::nullopt;
+    m.read_special_ids(j, here);
+
+    // Each merge's result, a group at a time (StringIdMap::find_many).
+    const std::size_t n = tables.merges.size();
+    std::vector<int32_t, detail::HugePageAllocator<int32_t>> merged_ids(n);
+    constexpr std::size_t kGroup = 64;
+    std::string joined;
+    std::size_t ends[kGroup];
+    std::string_view keys[kGroup];
+    for (std::size_t base = 0; base < n; base += kGroup) {
+      const std::size_t g = std::min(kGroup, n - base);
+      joined.clear();
+      for (std::size_t k = 0; k < g; ++k) {
+        const auto [ia, ib] = tables.merges[base + k];
+        const std::string_view b = m.vocab_.key_at(m.id_entry_[ib]);
+        joined.append(m.vocab_.key_at(m.id_entry_[ia]));
+        joined.append(m.prefix_.empty() || b.compare(0, m.prefix_.size(), m.prefix_) != 0 ? b : b.substr(m.prefix_.size()));
+        ends[k] = joined.size();
+      }
+      for (std::size_t k = 0; k < g; ++k) {
+        const std::size_t begin = k == 0 ? 0 : ends[k - 1];
+        keys[k] = std::string_view(joined).substr(begin, ends[k] - begin);
+      }
+      m.vocab_.find_many(keys, g, &merged_ids[base]);
+      for (std::size_t k = 0; k < g; ++k) {
+        if (merged_ids[base + k] < 0) return std::nullopt;
+      }
+    }
+    m.merges_.insert_ranked(tables.merges.data(), merged_ids.data(), n);
     return m;
   }
 
@@ -159,14 +255,14 @@ class BpeModel {
     if (id < 0) return std::nullopt;
     return id;
   }
-  /// nullptr when the model has no token with this id.
-  const std::string* id_to_token(int64_t id) const {
-    if (id < 0 || id >= static_cast<int64_t>(id_to_token_.size()) || !has_id_[id]) return nullptr;
-    return &id_to_token_[id];
+  /// The token with this id; nullopt when the model has none.
+  std::optional<std::string_view> id_to_token(int64_t id) const {
+    if (id < 0 || id >= static_cast<int64_t>(id_entry_.size()) || id_entry_[id] == 0) return std::nullopt;
+    return vocab_.key_at(id_entry_[id]);
   }
   std::size_t vocab_size() const { return vocab_.size(); }
   /// One past the largest id in the vocabulary.
-  int64_t id_end() const { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t id_end() const { return static_cast<int64_t>(id_entry_.size()); }
   std::size_t merge_count() const { return merges_.size(); }
   bool byte_fallback() const { return byte_fallback_; }
 
@@ -183,6 +279,37 @@ class BpeModel {
   };
   static constexpr std::size_t kCacheCapacity = 10000;
   static constexpr std::size_t kCacheMaxWordBytes = 256;
+
+  // type, dropout and the flags of the "model" object: the first checks of from_json.
+  static BpeModel with_options(const nlohmann::json& j, const std::string& where, const std::string& here) {
+    MECHLENS_CHECK(j.is_object(), FormatError, "{} must be an object, got {}", here, j.type_name());
+    const auto type = io::json_optional<std::string>(j, "type", "BPE", here);
+    MECHLENS_CHECK(type == "BPE", ConfigError,
+                   "{}: model type '{}' is not supported by mechlens (supported: BPE)", where, type);
+    MECHLENS_CHECK(io::json_optional<double>(j, "dropout", 0.0, here) == 0.0, ConfigError,
+                   "{}: BPE dropout is not supported (tokenization would be random)", here);
+    BpeModel m;
+    m.byte_fallback_ = io::json_optional<bool>(j, "byte_fallback", false, here);
+    m.fuse_unk_ = io::json_optional<bool>(j, "fuse_unk", false, here);
+    m.ignore_merges_ = io::json_optional<bool>(j, "ignore_merges", false, here);
+    m.prefix_ = io::json_optional<std::string>(j, "continuing_subword_prefix", "", here);
+    m.suffix_ = io::json_optional<std::string>(j, "end_of_word_suffix", "", here);
+    return m;
+  }
+
+  // unk_token and the byte-fallback tokens, once the vocabulary is read.
+  void read_special_ids(const nlohmann::json& j, const std::string& here) {
+    if (j.contains("unk_token") && !j.at("unk_token").is_null()) {
+      const auto unk = io::json_required<std::string>(j, "unk_token", here);
+      unk_id_ = vocab_.find(unk);
+      MECHLENS_CHECK(unk_id_ >= 0, FormatError, "{}: unk_token '{}' is not in the vocabulary", here, unk);
+    }
+    if (byte_fallback_) {
+      for (int b = 0; b < 256; ++b) {
+        byte_ids_[b] = vocab_.find(fmt::format("<0x{:02X}>", b));
+      }
+    }
+  }
 
   std::vector<Symbol> initial_symbols(std::string_view w) const {
     std::vector<Symbol> symbols;
@@ -284,8 +411,7 @@ class BpeModel {
   }
 
   detail::StringIdMap vocab_;
-  std::vector<std::string> id_to_token_;
-  std::vector<bool> has_id_;
+  std::vector<uint32_t> id_entry_;  // per id, its entry in vocab_ (StringIdMap::key_at); 0 for none
   detail::PairMap merges_;
   int32_t byte_ids_[256] = {};
   int32_t unk_id_ = -1;

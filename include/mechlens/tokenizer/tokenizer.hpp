@@ -31,6 +31,8 @@
 #include "mechlens/tokenizer/bpe.hpp"
 #include "mechlens/tokenizer/chat_template.hpp"
 #include "mechlens/tokenizer/decoders.hpp"
+#include "mechlens/tokenizer/detail/huge_pages.hpp"
+#include "mechlens/tokenizer/detail/json_scan.hpp"
 #include "mechlens/tokenizer/detail/utf8.hpp"
 #include "mechlens/tokenizer/normalizers.hpp"
 #include "mechlens/tokenizer/post_processors.hpp"
@@ -85,7 +87,10 @@ class Tokenizer {
     if (fs::exists(jinja_path, ec)) {
       config["chat_template"] = io::read_file(jinja_path.string(), "chat template");
     }
-    Tokenizer t = from_json(io::read_json_file(file.string()), config, file.string(), options);
+    // tokenizer.json is megabytes (9 for Llama-3): read into huge pages (detail/huge_pages.hpp).
+    const auto text = io::read_file_as<std::vector<char, tokenizer::detail::HugePageAllocator<char>>>(
+        file.string(), "JSON file");
+    Tokenizer t = from_json_text(std::string_view(text.data(), text.size()), config, file.string(), options);
     t.config_path_ = fs::exists(config_path, ec) ? config_path.string() : std::string();
     return t;
   }
@@ -94,38 +99,79 @@ class Tokenizer {
   /// may be an empty object). `where` names the source in error messages.
   static Tokenizer from_json(const nlohmann::json& tokenizer_json, const nlohmann::json& config,
                              const std::string& where = "tokenizer.json", const TokenizerOptions& options = {}) {
-    MECHLENS_CHECK(tokenizer_json.is_object(), FormatError, "{}: expected a JSON object, got {}", where,
-                   tokenizer_json.type_name());
-    MECHLENS_CHECK(config.is_object(), FormatError, "tokenizer_config.json for {}: expected a JSON object, got {}",
-                   where, config.type_name());
-    MECHLENS_CHECK(tokenizer_json.contains("model"), FormatError, "{}: required field 'model' is missing", where);
-    Tokenizer t;
-    t.source_ = where;
-    const auto field = [&](const char* key) {
-      return tokenizer_json.contains(key) ? tokenizer_json.at(key) : nlohmann::json();
-    };
-    t.normalizer_ = tokenizer::make_normalizer(field("normalizer"), where);
-    t.pre_tokenizer_ = tokenizer::make_pre_tokenizer(field("pre_tokenizer"), where);
-    t.model_ = std::make_shared<tokenizer::BpeModel>(tokenizer::BpeModel::from_json(tokenizer_json.at("model"), where));
-    t.post_processor_ = tokenizer::make_post_processor(field("post_processor"), where);
-    t.decoder_ = tokenizer::make_decoder(field("decoder"), where);
-    if (options.match_transformers_v5) t.rebuild_like_transformers_v5(config, where);
-    t.added_ = tokenizer::AddedVocabulary(field("added_tokens"), t.normalizer_.get(), where);
+    return build(tokenizer_json, config, where, options, [&] {
+      return tokenizer::BpeModel::from_json(tokenizer_json.at("model"), where);
+    });
+  }
 
-    // Size with added tokens = the distinct ids of both vocabularies (HF's len(tokenizer)).
-    int64_t extra = 0;
-    for (const auto& a : t.added_.tokens()) {
-      if (t.model_->id_to_token(a.id) == nullptr) ++extra;
-    }
-    t.vocab_size_ = static_cast<int64_t>(t.model_->vocab_size()) + extra;
+  /// The same as from_json(io::parse_json(text, "'" + where + "'"), config, where, options), the
+  /// same tokenizer and the same errors, in a fraction of the time: the model's "vocab" and
+  /// "merges" (almost all of a tokenizer.json) are read straight from the text
+  /// (tokenizer/detail/json_scan.hpp) and only the rest goes through nlohmann's parser. A file
+  /// that is not the plain well-formed kind that reader accepts, or whose tables do not make a
+  /// valid model, is loaded through from_json instead, which says what is wrong with it.
+  static Tokenizer from_json_text(std::string_view text, const nlohmann::json& config,
+                                  const std::string& where = "tokenizer.json", const TokenizerOptions& options = {}) {
+    if (auto fast = try_from_json_text(text, config, where, options)) return std::move(*fast);
+    return from_json(io::parse_json(text, "'" + where + "'"), config, where, options);
+  }
 
-    const std::string cfg = "tokenizer_config.json for " + where;
-    t.bos_token_ = special_token_text(config, "bos_token", cfg);
-    t.eos_token_ = special_token_text(config, "eos_token", cfg);
-    if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
-      t.chat_template_text_ = chat_template_text(config.at("chat_template"), cfg);
+  /// from_json_text's fast path alone: nullopt where from_json_text hands the file to from_json
+  /// (a file that is not of the plain kind the fast path reads, or has something wrong with it),
+  /// else the same tokenizer. Tests use it to check which files take which path.
+  static std::optional<Tokenizer> try_from_json_text(std::string_view text, const nlohmann::json& config,
+                                                     const std::string& where = "tokenizer.json",
+                                                     const TokenizerOptions& options = {}) {
+    namespace scan = tokenizer::detail::json_scan;
+    try {
+      tokenizer::BpeTables tables;
+      bool have_vocab = false;
+      std::optional<std::size_t> merges_first;  // where "merges" starts when it comes before "vocab"
+      scan::Span vocab_span, merges_span;
+      const bool walked = scan::walk_tokenizer_json(
+          text, io::kMaxJsonDepth,
+          [&](scan::Reader& r) { return have_vocab = tables.read_vocab(r); },
+          [&](scan::Reader& r) {
+            if (have_vocab) return tables.read_merges(r);
+            merges_first = r.pos();  // read it once the vocabulary is known
+            return scan::read_merges(r, [](std::string_view, std::string_view, bool) { return true; });
+          },
+          vocab_span, merges_span);
+      if (!walked) return std::nullopt;
+      if (merges_first) {
+        scan::Reader r(text, *merges_first);
+        if (!tables.read_merges(r)) return std::nullopt;
+      }
+      // The rest of the file, with "vocab": {} and "merges": [] in place of the two tables.
+      const bool vocab_first = vocab_span.begin < merges_span.begin;
+      const scan::Span& first = vocab_first ? vocab_span : merges_span;
+      const scan::Span& second = vocab_first ? merges_span : vocab_span;
+      std::string rest;
+      rest.reserve(text.size() - (first.end - first.begin) - (second.end - second.begin) + 4);
+      rest.append(text.substr(0, first.begin)).append(vocab_first ? "{}" : "[]");
+      rest.append(text.substr(first.end, second.begin - first.end)).append(vocab_first ? "[]" : "{}");
+      rest.append(text.substr(second.end));
+      const nlohmann::json j = io::parse_json(rest, "'" + where + "'");
+      // The walk found the two tables where nlohmann sees them (a check, not a reading).
+      if (!j.is_object() || !j.contains("model")) return std::nullopt;
+      const auto& model = j.at("model");
+      if (!model.is_object() || !model.contains("vocab") || !model.at("vocab").is_object() ||
+          !model.at("vocab").empty() || !model.contains("merges") || !model.at("merges").is_array() ||
+          !model.at("merges").empty()) {
+        return std::nullopt;
+      }
+      return build(j, config, where, options, [&] {
+        auto m = tokenizer::BpeModel::from_tables(model, std::move(tables), where);
+        if (!m) throw InvalidTables{};
+        return std::move(*m);
+      });
+    } catch (const InvalidTables&) {  // a model from_json would refuse
+      return std::nullopt;
+    } catch (const Error&) {
+      return std::nullopt;  // from_json gives this error, in its own words
+    } catch (const nlohmann::json::exception&) {
+      return std::nullopt;
     }
-    return t;
   }
 
   /// Token ids of `text` (UTF-8; invalid UTF-8 is an ArgumentError naming the byte offset). Text
@@ -159,10 +205,10 @@ class Tokenizer {
         if (!(skip_special_tokens && a->special)) pieces.push_back(a->content);
         continue;
       }
-      const std::string* t = model_->id_to_token(ids[i]);
-      MECHLENS_CHECK(t != nullptr, ArgumentError, "tokenizer: id {} (position {}) is not in the vocabulary of {} (size {})",
+      const auto t = model_->id_to_token(ids[i]);
+      MECHLENS_CHECK(t.has_value(), ArgumentError, "tokenizer: id {} (position {}) is not in the vocabulary of {} (size {})",
                      ids[i], i, source_, vocab_size_);
-      pieces.push_back(*t);
+      pieces.emplace_back(*t);
     }
     if (!decoder_) {
       std::string out;
@@ -186,10 +232,10 @@ class Tokenizer {
   /// The token string of one id; ArgumentError when the id is not in the vocabulary.
   std::string id_to_token(int64_t id) const {
     if (const auto* a = added_.find_id(id)) return a->content;
-    const std::string* t = model_->id_to_token(id);
-    MECHLENS_CHECK(t != nullptr, ArgumentError, "tokenizer: id {} is not in the vocabulary of {} (size {})", id,
+    const auto t = model_->id_to_token(id);
+    MECHLENS_CHECK(t.has_value(), ArgumentError, "tokenizer: id {} is not in the vocabulary of {} (size {})", id,
                    source_, vocab_size_);
-    return *t;
+    return std::string(*t);
   }
 
   /// The id of a token string (added tokens first, then the model vocabulary), if any.
@@ -265,6 +311,48 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+
+  struct InvalidTables {};  // thrown by try_from_json_text's make_model
+
+  // from_json's work, with the model made by make_model() (from the parsed "model" object, or
+  // from the tables read from the text).
+  template <class MakeModel>
+  static Tokenizer build(const nlohmann::json& tokenizer_json, const nlohmann::json& config, const std::string& where,
+                         const TokenizerOptions& options, MakeModel&& make_model) {
+    MECHLENS_CHECK(tokenizer_json.is_object(), FormatError, "{}: expected a JSON object, got {}", where,
+                   tokenizer_json.type_name());
+    MECHLENS_CHECK(config.is_object(), FormatError, "tokenizer_config.json for {}: expected a JSON object, got {}",
+                   where, config.type_name());
+    MECHLENS_CHECK(tokenizer_json.contains("model"), FormatError, "{}: required field 'model' is missing", where);
+    Tokenizer t;
+    t.source_ = where;
+    const auto field = [&](const char* key) {
+      return tokenizer_json.contains(key) ? tokenizer_json.at(key) : nlohmann::json();
+    };
+    t.normalizer_ = tokenizer::make_normalizer(field("normalizer"), where);
+    t.pre_tokenizer_ = tokenizer::make_pre_tokenizer(field("pre_tokenizer"), where);
+    t.model_ = std::make_shared<tokenizer::BpeModel>(make_model());
+    t.post_processor_ = tokenizer::make_post_processor(field("post_processor"), where);
+    t.decoder_ = tokenizer::make_decoder(field("decoder"), where);
+    if (options.match_transformers_v5) t.rebuild_like_transformers_v5(config, where);
+    t.added_ = tokenizer::AddedVocabulary(field("added_tokens"), t.normalizer_.get(), where);
+
+    // Size with added tokens = the distinct ids of both vocabularies (HF's len(tokenizer)).
+    int64_t extra = 0;
+    for (const auto& a : t.added_.tokens()) {
+      if (!t.model_->id_to_token(a.id)) ++extra;
+    }
+    t.vocab_size_ = static_cast<int64_t>(t.model_->vocab_size()) + extra;
+
+    const std::string cfg = "tokenizer_config.json for " + where;
+    t.bos_token_ = special_token_text(config, "bos_token", cfg);
+    t.eos_token_ = special_token_text(config, "eos_token", cfg);
+    if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
+      t.chat_template_text_ = chat_template_text(config.at("chat_template"), cfg);
+    }
+    return t;
+  }
+
 
   // transformers 5's LlamaTokenizer.__init__ (models/llama/tokenization_llama.py) keeps the
   // file's vocabulary, merges and post-processor but replaces the rest.
