@@ -22,6 +22,7 @@ models=${MODELS:-llama3-8b mistral-7b}
 # The checkpoints every separate program and the float32 loads run on (the others: bf16 loads and
 # dec7_study only), to fit a short lease.
 full=${FULL_MODELS:-$models}
+programs=${PROGRAMS:-dec7_kv_transfer dec7_layer_sweep dec7_single_pass dec7_rv dec7_positions}
 mkdir -p "$work" "$out"
 : > "$out/loads.jsonl"
 printf 'model\tprogram\tseconds\texit\n' > "$out/programs.tsv"
@@ -53,24 +54,24 @@ for m in $models; do
   done
   runs="$work/runs/$m"
   rm -rf "$runs"
-  common=(--model "$dir" --device cuda --dtype bfloat16 --n "$n" --progress off)
+  common=(--model "$dir" --device cuda --dtype bfloat16 --progress off)
   if [[ " $full " == *" $m "* ]]; then
     timed "$m" "mechlens forward --ids 1,2,3 (load + 1 forward, bf16)" \
-      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype bfloat16 --ids 1,2,3
+      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype bfloat16 --ids 1,2,3 --out "$work/forward.safetensors"
     timed "$m" "mechlens forward --ids 1,2,3 (float32)" \
-      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype float32 --ids 1,2,3
+      "$build/examples/cli/mechlens" forward --model "$dir" --device cuda --dtype float32 --ids 1,2,3 --out "$work/forward.safetensors"
     timed "$m" "mechlens tokenize (one text)" \
       "$build/examples/cli/mechlens" tokenize --tokenizer "$dir" --text "observe the observer"
     timed "$m" "python: import transformers + from_pretrained (bf16)" \
       python3 -c "import torch, transformers; transformers.AutoModelForCausalLM.from_pretrained('$dir', dtype=torch.bfloat16, device_map='cuda'); torch.cuda.synchronize()"
     timed "$m" "dec7_kv_transfer --n 2 (almost only loading)" "$build/examples/dec7/dec7_kv_transfer" "${common[@]}" \
       --n 2 --out "$runs/p1-n2"
-    for prog in dec7_kv_transfer dec7_layer_sweep dec7_single_pass dec7_rv dec7_positions; do
-      timed "$m" "$prog --n $n" "$build/examples/dec7/$prog" "${common[@]}" --out "$runs/$prog"
+    for prog in $programs; do
+      timed "$m" "$prog --n $n" "$build/examples/dec7/$prog" "${common[@]}" --n "$n" --out "$runs/$prog"
     done
   fi
   if [ -x "$build/examples/dec7/dec7_study" ]; then
-    timed "$m" "dec7_study --n $n (every phase)" "$build/examples/dec7/dec7_study" "${common[@]}" --out "$runs/study"
+    timed "$m" "dec7_study --n $n (every phase)" "$build/examples/dec7/dec7_study" "${common[@]}" --n "$n" --out "$runs/study"
   fi
 done
 python3 benchmarks/study_table.py "$out" | tee "$out/table.md"
