@@ -5,7 +5,9 @@
 /// for transparent huge pages (madvise(MADV_HUGEPAGE)). Memory that a process touches for the
 /// first time costs one page fault per 4 KiB page; with huge pages, one per 2 MiB. Loading the
 /// Llama-3 tokenizer touches about 25 MB, and on the development VM those faults were half the
-/// load time. Where huge pages are unavailable (THP disabled, not Linux) this is plain memory.
+/// load time. Where huge pages are unavailable (THP disabled, not Linux) this is plain memory;
+/// where the kernel must first compact memory to find one (THP "defrag" set to "madvise" or
+/// "always"), a fault can take longer, once per 2 MiB.
 
 #include <cstddef>
 #include <cstdint>
