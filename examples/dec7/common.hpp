@@ -118,6 +118,12 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
       ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
+/// What a phase gives back: its summary and its table (also written to <out>/<phase>/table.txt).
+struct PhaseResult {
+  ex::Summary summary;
+  std::string table;
+};
+
 /// Everything a phase needs, loaded from the flags.
 struct Setup {
   Flags flags;
