@@ -118,6 +118,12 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
       ->check(CLI::IsMember({"auto", "on", "off"}));
 }
 
+/// What a phase gives back: its summary and its table (also written to <out>/<phase>/table.txt).
+struct PhaseResult {
+  ex::Summary summary;
+  std::string table;
+};
+
 /// Everything a phase needs, loaded from the flags.
 struct Setup {
   Flags flags;
@@ -294,6 +300,7 @@ inline ex::BarPanel transfer_panel(const ex::Summary& s, const std::string& fami
     const double q = std::isfinite(c.p_adjusted) ? c.p_adjusted : c.t_test.p_value;
     std::string note = c.identical ? "=" : std::isfinite(q) ? (q < 0.001 ? "***" : q < 0.01 ? "**" : q < 0.05 ? "*" : "ns") : "";
     if (c.spec.b != c.spec.te_baseline) note.clear();
+    if (c.te->no_natural_gap) note = "n/a: no natural gap";  // no bar: a share of nothing
     p.bars.push_back({c.spec.name, 100.0 * c.te->value.value, 100.0 * c.te->ci.low, 100.0 * c.te->ci.high, note});
   }
   return p;

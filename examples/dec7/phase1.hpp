@@ -16,11 +16,6 @@
 
 namespace dec7 {
 
-struct PhaseResult {
-  ex::Summary summary;
-  std::string table;
-};
-
 inline std::map<std::string, std::string> phase1_labels(const std::string& at) {
   return {{"baseline", "baseline prompt, natural"},
           {"recursive", "recursive prompt, natural"},

@@ -53,8 +53,8 @@ void run_ok(const std::string& program, std::vector<std::string> args, std::vect
 }  // namespace
 
 TEST_CASE("Every DEC7 program prints its --help", "[experiments][programs]") {
-  for (const char* p : {"dec7_demo", "dec7_kv_transfer", "dec7_layer_sweep", "dec7_single_pass", "dec7_rv",
-                        "dec7_positions", "dec7_blind_rating"}) {
+  for (const char* p : {"dec7_study", "dec7_demo", "dec7_kv_transfer", "dec7_layer_sweep", "dec7_single_pass",
+                        "dec7_rv", "dec7_positions", "dec7_blind_rating"}) {
     CAPTURE(p);
     const auto r = test::run_program(p, {"--help"});
     CHECK(r.exit_code == 0);

@@ -87,12 +87,14 @@ TEST_CASE("summary.json equals the metrics functions applied to generations.json
         for (auto& [pair, s] : a) vbase.push_back(base.at(pair)), vrec.push_back(rec.at(pair));
         const auto te = metrics::transfer_efficiency_from_means(metrics::mean(sample(vbase)), metrics::mean(sample(vrec)),
                                                                 metrics::mean(sample(va)));
-        check_close(k["transfer_efficiency"]["value"], te.value);
         metrics::BootstrapOptions bo;
         bo.seed = 0;  // the run's --seed
         const auto full = metrics::transfer_efficiency(sample(vbase), sample(vrec), sample(va), bo);
+        CHECK(k["transfer_efficiency"]["no_natural_gap"] == full.no_natural_gap);
+        check_close(k["transfer_efficiency"]["value"], full.no_natural_gap ? NAN : te.value);
         check_close(k["transfer_efficiency"]["ci"]["low"], full.ci.low);
         check_close(k["transfer_efficiency"]["ci"]["high"], full.ci.high);
+        check_close(k["transfer_efficiency"]["natural_gap"]["delta"], metrics::mean(sample(vrec)) - metrics::mean(sample(vbase)));
       }
       if (k["family"] == "layer sweep" && t.defined) {
         raw_p.push_back(t.p_value);
@@ -141,4 +143,113 @@ TEST_CASE("Contrasts whose conditions score every pair alike are marked identica
   CHECK_FALSE(s.contrasts[0].t_test.defined);
   CHECK(ex::to_json(s)["contrasts"][0]["t_test"]["p"].is_null());
   CHECK_THAT(ex::contrast_table(s), Catch::Contains("identical"));
+}
+
+namespace {
+
+/// Records of conditions baseline, recursive and patched for pairs p0..p{n-1}.
+std::vector<ex::GenerationRecord> three_conditions(const std::vector<double>& baseline, const std::vector<double>& recursive,
+                                                   const std::vector<double>& patched) {
+  std::vector<ex::GenerationRecord> records;
+  const std::vector<std::pair<const char*, const std::vector<double>*>> conditions = {
+      {"baseline", &baseline}, {"recursive", &recursive}, {"patched", &patched}};
+  for (size_t i = 0; i < baseline.size(); ++i)
+    for (const auto& [c, v] : conditions) {
+      ex::GenerationRecord r;
+      r.condition = c;
+      r.pair_id = "p" + std::to_string(100 + i);  // sorted as given
+      r.score = (*v)[i];
+      records.push_back(r);
+    }
+  return records;
+}
+
+ex::Summary summarize_transfer(const std::vector<ex::GenerationRecord>& records) {
+  return ex::summarize_records(records, {"baseline", "recursive", "patched"},
+                               {{"natural gap", "recursive", "baseline", "", "", "", ""},
+                                {"transfer", "patched", "baseline", "patched vs baseline", "sweep", "baseline", "recursive"}});
+}
+
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s / static_cast<double>(v.size());
+}
+
+}  // namespace
+
+TEST_CASE("A transfer whose natural gap has a CI including 0 is n/a, with the reason in summary.json",
+          "[experiments][summary]") {
+  // recursive − baseline alternates +3 / −3: mean +0.05 against a spread of 3, a CI far across 0
+  // (the t interval is about ±1.4), so "+X % of the gap" would be a ratio of noise.
+  std::vector<double> baseline, recursive, patched;
+  for (int i = 0; i < 20; ++i) {
+    baseline.push_back(2.0 + i % 4);
+    recursive.push_back(baseline.back() + (i == 19 ? 1.0 : i == 18 ? 0.0 : i % 2 ? -3.0 : 3.0));
+    patched.push_back(baseline.back() + 1.0);
+  }
+  const auto s = summarize_transfer(three_conditions(baseline, recursive, patched));
+  const auto& c = *s.contrast("transfer");
+  REQUIRE(c.te);
+  CHECK(c.te->no_natural_gap);
+  CHECK_FALSE(c.te->value.defined);
+  CHECK_FALSE(c.te->ci.defined);
+  CHECK(c.te->gap.delta == Approx(0.05).margin(1e-12));
+  // The gap's interval is the natural-gap contrast's Δ interval (same pairs, same resamples).
+  const auto& gap = *s.contrast("natural gap");
+  CHECK(c.te->gap.ci.low == gap.delta_ci.low);
+  CHECK(c.te->gap.ci.high == gap.delta_ci.high);
+  CHECK(gap.delta_ci.low < 0.0);
+  CHECK(gap.delta_ci.high > 0.0);
+
+  const auto j = ex::to_json(s)["contrasts"][1]["transfer_efficiency"];
+  CHECK(j["value"].is_null());
+  CHECK(j["no_natural_gap"] == true);
+  CHECK_THAT(j["reason"].get<std::string>(), Catch::Contains("no natural gap") && Catch::Contains("includes 0"));
+  CHECK(j["natural_gap"]["evident"] == false);
+  CHECK(j["natural_gap"]["delta"].get<double>() == Approx(0.05).margin(1e-12));
+  CHECK(j["natural_gap"]["ci"]["low"].get<double>() < 0.0);
+  CHECK(j["natural_gap"]["ci"]["high"].get<double>() > 0.0);
+
+  const std::string contrasts = ex::contrast_table(s), sweep = ex::sweep_table(s, "sweep");
+  CHECK_THAT(contrasts, Catch::Contains("n/a (no natural gap)") && Catch::Contains("includes 0"));
+  CHECK_THAT(sweep, Catch::Contains("n/a (no natural gap)") && Catch::Contains("recursive vs baseline"));
+  CHECK_THAT(contrasts + sweep, !Catch::Contains("2000.0"));  // 1 / 0.05 = +2000 %: not printed
+}
+
+TEST_CASE("A transfer with a clear natural gap still gives its number", "[experiments][summary]") {
+  std::vector<double> baseline, recursive, patched;
+  for (int i = 0; i < 20; ++i) {
+    baseline.push_back(0.5 * (i % 3));
+    recursive.push_back(baseline.back() + 4.0 + 0.5 * (i % 5));  // +4 to +6 in every pair
+    patched.push_back(baseline.back() + 2.0 + 0.25 * (i % 2));
+  }
+  const auto s = summarize_transfer(three_conditions(baseline, recursive, patched));
+  const auto& c = *s.contrast("transfer");
+  REQUIRE(c.te);
+  CHECK_FALSE(c.te->no_natural_gap);
+  CHECK(c.te->gap.evident);
+  const double want = (mean_of(patched) - mean_of(baseline)) / (mean_of(recursive) - mean_of(baseline));
+  REQUIRE(c.te->value.defined);
+  CHECK(c.te->value.value == Approx(want).epsilon(1e-12));
+  CHECK(c.te->ci.defined);
+  const auto j = ex::to_json(s)["contrasts"][1]["transfer_efficiency"];
+  CHECK(j["value"].get<double>() == Approx(want).epsilon(1e-12));
+  CHECK(j["no_natural_gap"] == false);
+  CHECK_FALSE(j.contains("reason"));
+  CHECK(j["natural_gap"]["evident"] == true);
+  CHECK(j["natural_gap"]["ci"]["low"].get<double>() > 0.0);
+  const std::string pct = ex::format_num(100.0 * want, 1);
+  CHECK_THAT(ex::contrast_table(s), Catch::Contains(pct + " %") && !Catch::Contains("no natural gap"));
+  CHECK_THAT(ex::sweep_table(s, "sweep"), Catch::Contains(pct) && !Catch::Contains("no natural gap"));
+
+  // Every pair the same distance apart: the gap's BCa interval is undefined (no spread), but
+  // every difference has one sign, so the gap is there and the transfer is given.
+  for (size_t i = 0; i < recursive.size(); ++i) recursive[i] = baseline[i] + 5.0;
+  const auto same = summarize_transfer(three_conditions(baseline, recursive, patched));
+  const auto& k = *same.contrast("transfer");
+  CHECK_FALSE(k.te->gap.ci.defined);
+  CHECK(k.te->gap.evident);
+  REQUIRE(k.te->value.defined);
+  CHECK(k.te->value.value == Approx((mean_of(patched) - mean_of(baseline)) / 5.0).epsilon(1e-12));
 }

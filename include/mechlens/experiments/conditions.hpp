@@ -53,8 +53,16 @@ struct BatchContext {
   /// on source prompts): where a probe attaches to record the decoded run only.
   std::function<void()> before_target_prefill;
 
+  /// Called by the standard conditions right after the target prompt's prefill, before any edit
+  /// of its cache (a splice) and before anything more runs: where a probe reads the prefilled
+  /// state (experiments/generation_rv.hpp reads R_V's prompt rows there).
+  std::function<void(const PromptState&)> after_target_prefill;
+
   void target_prefill_starts() const {
     if (before_target_prefill) before_target_prefill();
+  }
+  void target_prefilled(const PromptState& state) const {
+    if (after_target_prefill) after_target_prefill(state);
   }
 
   /// The `role` prompt of each row's pair, or of pair source_of[row] when given.
@@ -70,9 +78,12 @@ struct PreparedBatch {
   PromptState state;
   std::vector<nlohmann::json> sources;  ///< per row: where a patch came from (null when natural)
   std::vector<nlohmann::json> notes;    ///< per row: anything else to record (null for nothing)
-  HookHandle decoding_scope;            ///< hooks that stay attached while decoding (probes)
-  /// Called after decoding with the result; may add per-row values to `extra` (size = rows).
-  std::function<void(const GenerationResult&, std::vector<nlohmann::json>& extra)> finish;
+  /// Hooks that stay attached while decoding (an active hook makes decoding leave the CUDA graph
+  /// and run its block's readable path: a probe that can read the cache afterwards should).
+  HookHandle decoding_scope;
+  /// Called after decoding with the result and the state decode() advanced (its cache holds every
+  /// slot the run wrote); may add per-row values to `extra` (size = rows).
+  std::function<void(const GenerationResult&, const PromptState& decoded, std::vector<nlohmann::json>& extra)> finish;
 };
 
 struct Condition {
@@ -114,6 +125,7 @@ inline Condition natural(Role target, std::string name = "") {
     PreparedBatch p;
     ctx.target_prefill_starts();
     p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    ctx.target_prefilled(p.state);
     p.sources.assign(ctx.rows.size(), nullptr);
     p.notes.assign(ctx.rows.size(), nullptr);
     return p;
@@ -183,6 +195,7 @@ inline Condition kv_transfer(std::string name, Role target, KvTransferOptions op
     PromptState source = prefill(*ctx.model, ctx.prompts(opt.source, src_of), 0);
     ctx.target_prefill_starts();
     p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    ctx.target_prefilled(p.state);
     auto copied = splice_kv_rows(p.state.cache, source.cache, so);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       p.sources.push_back(detail::source_json(ctx, ctx.rows[i], opt.source, src_of));
@@ -263,6 +276,7 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
       auto scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
       ctx.target_prefill_starts();
       p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+      ctx.target_prefilled(p.state);
     }
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       p.sources.push_back(detail::source_json(ctx, ctx.rows[i], source, nullptr));

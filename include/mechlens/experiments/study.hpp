@@ -136,7 +136,7 @@ class Study {
     GenerationResult result = decode(model_, prepared.state, go);
     prepared.decoding_scope.reset();
     std::vector<nlohmann::json> extra(ctx.rows.size(), nlohmann::json::object());
-    if (prepared.finish) prepared.finish(result, extra);
+    if (prepared.finish) prepared.finish(result, prepared.state, extra);
     const nlohmann::json computed = made_with(model_, result.used_cuda_graph);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       const PromptPair& pair = pairs_[ctx.rows[i]];

@@ -8,7 +8,9 @@
 ///    Cohen's d in the study's form (average variance, Δ / √((s_a² + s_b²)/2)), pooled d, d_z,
 ///    the paired t-test (the study's test) and the Wilcoxon signed-rank test, and — when the
 ///    contrast names its reference conditions — transfer efficiency
-///    (mean(a) − mean(baseline)) / (mean(recursive) − mean(baseline)) with a BCa CI;
+///    (mean(a) − mean(baseline)) / (mean(recursive) − mean(baseline)) with a BCa CI, withheld
+///    ("no_natural_gap": true, null, the reason beside it) when the natural gap
+///    recursive − baseline has a CI that includes 0 (metrics/transfer_efficiency.hpp);
 ///  * p-values adjusted (Holm or Benjamini–Hochberg) within each family of contrasts, e.g. the
 ///    layer ranges of a sweep.
 ///
@@ -265,6 +267,11 @@ inline nlohmann::json to_json(const Summary& s) {
                                   {"value", detail::num(c.te->value.value)},
                                   {"ci", detail::ci_json(c.te->ci)}};
       if (!c.te->value.defined) k["transfer_efficiency"]["reason"] = c.te->value.reason;
+      if (std::isfinite(c.te->gap.delta))
+        k["transfer_efficiency"]["natural_gap"] = {{"delta", detail::num(c.te->gap.delta)},
+                                                   {"ci", detail::ci_json(c.te->gap.ci)},
+                                                   {"evident", c.te->gap.evident}};
+      k["transfer_efficiency"]["no_natural_gap"] = c.te->no_natural_gap;
     }
     j["contrasts"].push_back(std::move(k));
   }

@@ -4,6 +4,8 @@
 /// contrasts with Δ, d, p and transfer efficiency, and a layer-range sweep with % transfer and
 /// corrected p-values. Columns are aligned for a terminal; undefined numbers print as "n/a", and
 /// the tests of a contrast whose two conditions scored every pair the same print "identical".
+/// A transfer withheld for want of a natural gap (metrics/transfer_efficiency.hpp) prints as
+/// "n/a (no natural gap)", with the gap and its CI in a line under the table.
 
 #include <algorithm>
 #include <cmath>
@@ -72,6 +74,32 @@ inline std::string format_num(double v, int digits = 2, bool sign = false) {
   return sign ? fmt::format("{:+.{}f}", v, digits) : fmt::format("{:.{}f}", v, digits);
 }
 
+namespace detail {
+/// The "% transfer" cell: "63.5 %" (with `unit`), "n/a", or "n/a (no natural gap)" where the
+/// natural gap's CI includes 0 and a share of it means nothing; "" where the contrast has no TE.
+inline std::string transfer_cell(const ContrastStats& c, const std::string& unit) {
+  if (!c.te) return "";
+  if (c.te->no_natural_gap) return "n/a (no natural gap)";
+  return c.te->value.defined ? format_num(100.0 * c.te->value.value, 1) + unit : "n/a";
+}
+/// One line under a table per distinct reason a transfer of `family` (nullptr: any) was withheld
+/// ("" when none was).
+inline std::string no_gap_notes(const Summary& s, const std::string* family = nullptr) {
+  std::vector<std::string> seen;
+  std::string out;
+  for (const auto& c : s.contrasts) {
+    if (!c.te || !c.te->no_natural_gap || (family && c.spec.family != *family)) continue;
+    if (std::find(seen.begin(), seen.end(), c.te->value.reason) != seen.end()) continue;
+    seen.push_back(c.te->value.reason);
+    std::string why = c.te->value.reason;
+    const std::string prefix = "no natural gap: ";
+    if (why.rfind(prefix, 0) == 0) why = why.substr(prefix.size());
+    out += "n/a (no natural gap), " + c.spec.te_treatment + " vs " + c.spec.te_baseline + ": " + why + "\n";
+  }
+  return out;
+}
+}  // namespace detail
+
 /// Conditions: label, n, mean ± sd. `labels` maps condition names to words (name when absent).
 inline std::string condition_table(const Summary& s, const std::map<std::string, std::string>& labels = {}) {
   TextTable t({"condition", "n", "score (mean ± sd)", "95% CI of mean"}, "lrrr");
@@ -89,8 +117,7 @@ inline std::string contrast_table(const Summary& s) {
   TextTable t({"contrast", "n", "Δ", "95% CI of Δ", "d (study)", "d (pooled)", "p (paired t)", "p (Wilcoxon)", "transfer"},
               "lrrrrrrrr");
   for (const auto& c : s.contrasts) {
-    std::string te = "";
-    if (c.te) te = c.te->value.defined ? format_num(100.0 * c.te->value.value, 1) + " %" : "n/a";
+    const std::string te = detail::transfer_cell(c, " %");
     t.add({c.spec.label.empty() ? c.spec.name : c.spec.label, std::to_string(c.n_pairs), format_num(c.delta, 2, true),
            c.delta_ci.defined ? "[" + format_num(c.delta_ci.low, 2, true) + ", " + format_num(c.delta_ci.high, 2, true) + "]"
                               : "n/a",
@@ -98,7 +125,7 @@ inline std::string contrast_table(const Summary& s) {
            c.identical ? "identical" : format_p(c.t_test.p_value), c.identical ? "identical" : format_p(c.wilcoxon.p_value),
            te});
   }
-  return t.str();
+  return t.str() + detail::no_gap_notes(s);
 }
 
 /// A layer-range sweep (contrasts of one family): % transfer with CI, d, p and corrected p.
@@ -109,15 +136,14 @@ inline std::string sweep_table(const Summary& s, const std::string& family, cons
   TextTable t({first_column, "n", "% transfer", "95% CI", "d (study)", "p (paired t)", "p (" + correction + ")"}, "lrrrrrr");
   for (const auto& c : s.contrasts) {
     if (c.spec.family != family) continue;
-    std::string te = "n/a", ci = "n/a";
-    if (c.te && c.te->value.defined) te = format_num(100.0 * c.te->value.value, 1);
+    std::string te = c.te ? detail::transfer_cell(c, "") : "n/a", ci = "n/a";
     if (c.te && c.te->ci.defined) ci = "[" + format_num(100.0 * c.te->ci.low, 1) + ", " + format_num(100.0 * c.te->ci.high, 1) + "]";
     const double p = c.t_test.p_value, q = c.p_adjusted;
     t.add({c.spec.name, std::to_string(c.n_pairs), te, ci, format_num(c.d_study.value),
            c.identical ? "identical" : format_p(p),
            c.identical ? "identical" : std::isfinite(q) ? format_p(q) + (q < 0.05 ? " *" : "") : "n/a"});
   }
-  return t.str();
+  return t.str() + detail::no_gap_notes(s, &family);
 }
 
 }  // namespace mechlens::experiments
