@@ -35,6 +35,7 @@
 #include "mechlens/generation/left_pad.hpp"
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/interventions/kv_splice_rows.hpp"
 #include "mechlens/interventions/patch_rows.hpp"
 #include "mechlens/models/model.hpp"
@@ -224,15 +225,14 @@ inline const char* patch_site_name(PatchSite s) {
 inline std::vector<std::string> patch_hooks(PatchSite site, LayerRange layers) {
   std::vector<std::string> out;
   for (int64_t l = layers.begin; l < layers.end; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".";
     switch (site) {
-      case PatchSite::V: out.push_back(b + "attn.hook_v"); break;
-      case PatchSite::Q: out.push_back(b + "attn.hook_q"); break;
-      case PatchSite::K: out.push_back(b + "attn.hook_k"); break;
+      case PatchSite::V: out.push_back(hook_name(l, "attn.hook_v")); break;
+      case PatchSite::Q: out.push_back(hook_name(l, "attn.hook_q")); break;
+      case PatchSite::K: out.push_back(hook_name(l, "attn.hook_k")); break;
       case PatchSite::QKV:
-        for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v"}) out.push_back(b + s);
+        for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v"}) out.push_back(hook_name(l, s));
         break;
-      case PatchSite::Resid: out.push_back(b + "hook_resid_post"); break;
+      case PatchSite::Resid: out.push_back(hook_name(l, "hook_resid_post")); break;
     }
   }
   return out;

@@ -60,6 +60,7 @@
 #include "mechlens/core/selection.hpp"
 #include "mechlens/experiments/prompt_pairs.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/intervention.hpp"
 #include "mechlens/interventions/ablation.hpp"
 #include "mechlens/interventions/kv_splice.hpp"
@@ -457,14 +458,10 @@ inline std::vector<std::string> spec_hooks(const InterventionSpec& s) {
   MECHLENS_CHECK(s.layers.has_value(), ArgumentError, "spec_hooks: a swap needs layers");
   std::vector<std::string> out;
   for (int64_t l = s.layers->begin; l < s.layers->end; ++l) {
-    const std::string b = "blocks." + std::to_string(l) + ".";
-    if (s.site == "v") out.push_back(b + "attn.hook_v");
-    else if (s.site == "q") out.push_back(b + "attn.hook_q");
-    else if (s.site == "k") out.push_back(b + "attn.hook_k");
+    if (s.site == "v" || s.site == "q" || s.site == "k" || s.site == "z") out.push_back(hook_name(l, s.site));
     else if (s.site == "qkv")
-      for (const char* h : {"attn.hook_q", "attn.hook_k", "attn.hook_v"}) out.push_back(b + h);
-    else if (s.site == "resid") out.push_back(b + "hook_resid_post");
-    else if (s.site == "z") out.push_back(b + "attn.hook_z");
+      for (const char* h : {"q", "k", "v"}) out.push_back(hook_name(l, h));
+    else if (s.site == "resid") out.push_back(hook_name(l, "resid_post"));
     else ::mechlens::detail::raise<ArgumentError>("spec_hooks: unknown swap site '{}'", s.site);
   }
   return out;

@@ -21,6 +21,7 @@
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/generation/left_pad.hpp"
+#include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
 #include "mechlens/metrics/participation_ratio.hpp"
 #include "mechlens/models/model.hpp"
@@ -101,8 +102,8 @@ class RvProbe {
     };
     auto& hooks = model.hooks();
     probe.handle_ = std::make_shared<HookHandle>(
-        hooks.add_hook("blocks." + std::to_string(options.early) + ".attn.hook_v", keep(0)));
-    probe.handle_->merge(hooks.add_hook("blocks." + std::to_string(options.late) + ".attn.hook_v", keep(1)));
+        hooks.add_hook(hook_name(options.early, "attn.hook_v"), keep(0)));
+    probe.handle_->merge(hooks.add_hook(hook_name(options.late, "attn.hook_v"), keep(1)));
     return probe;
   }
 
