@@ -47,12 +47,12 @@ done
 if [ -f docs/design.md ]; then
   documented=$(grep -o '^| `[^`]*` | `\[' docs/design.md | sed 's/^| `\([^`]*\)`.*/\1/' |
                sed 's/^blocks\.{L}\.attn\./attn./; s/^blocks\.{L}\./block./' | sort -u)
-  # add_point(p + "hook_q", ...) in attention.hpp has p = "blocks.L.attn.", in decoder_layer.hpp
-  # p = "blocks.L."; model.hpp names its points in full.
+  # add_point(p + "hook_q", ...) in attention.hpp has p = "blocks.L.attn."; decoder_layer.hpp
+  # names its points add_point(hook_name(layer, "hook_resid_pre"), ...); model.hpp in full.
   declared=$( (grep -ho 'add_point(p + "[^"]*"' include/mechlens/models/attention.hpp |
                  sed 's/.*"\(.*\)"/attn.\1/'
-               grep -ho 'add_point(p + "[^"]*"' include/mechlens/models/decoder_layer.hpp |
-                 sed 's/.*"\(.*\)"/block.\1/'
+               grep -ho -e 'add_point(p + "[^"]*"' -e 'add_point(hook_name(layer, "[^"]*"' \
+                    include/mechlens/models/decoder_layer.hpp | sed 's/.*"\(.*\)"/block.\1/'
                grep -ho 'add_point("[^"]*"' include/mechlens/models/*.hpp | sed 's/.*"\(.*\)"/\1/'
                other=$(grep -l 'add_point(' include/mechlens/models/*.hpp |
                        grep -v -e '/attention\.hpp$' -e '/decoder_layer\.hpp$' -e '/model\.hpp$')
