@@ -132,13 +132,17 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
   if (items.empty()) return;
   std::vector<at::Tensor> finite;  // per tensor, on its device: one sync for all of them
   finite.reserve(items.size());
+  constexpr int64_t kPiece = int64_t(1) << 26;
   for (const Item& item : items) {
+    if (item.dst->numel() <= kPiece) {
+      finite.push_back(at::isfinite(*item.dst).all());
+      continue;
+    }
     // In pieces of 2^26 elements: isfinite's temporaries (a copy and two masks) of a whole
     // embedding matrix would cost GPU memory beyond the weights.
-    at::Tensor all = at::ones({}, item.dst->options().dtype(at::kBool));
-    for (const at::Tensor& piece : item.dst->view({-1}).split(int64_t(1) << 26))
-      all = at::logical_and(all, at::isfinite(piece).all());
-    finite.push_back(all);
+    std::vector<at::Tensor> pieces;
+    for (const at::Tensor& piece : item.dst->view({-1}).split(kPiece)) pieces.push_back(at::isfinite(piece).all());
+    finite.push_back(at::stack(pieces).all());
   }
   const at::Tensor ok = at::stack(finite).cpu();
   const bool* flags = ok.data_ptr<bool>();
