@@ -40,7 +40,7 @@ struct GenerateCommand {
                    "with --temperature: sample from the smallest set of tokens whose probability reaches p "
                    "(default: 1, all)")
         ->check(finite_number(0.0, /*low_open=*/true, 1.0));
-    app.add_option("--seed", sampling.seed, "seed of the sampler's own generator; the same seed gives the same text (default: 0)")
+    app.add_option("--seed", sampling.seed, "sampling seed: row r samples from its own stream, seeded from (seed, r); the same seed gives the same text (default: 0)")
         ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
     app.add_option("--stop-ids", stop_ids, "more token ids that end generation: 1,2 (default: none)");
     app.add_flag("--ignore-eos", ignore_eos,

@@ -57,10 +57,10 @@ struct Flags {
   std::string pairs;
   int64_t n = 0;
   /// sampling (seed, temperature, top_k, top_p), max_new_tokens, batch_size (the programs decode
-  /// 32 pairs together)
+  /// 128 pairs together; each row samples from its own stream, so this is speed and memory only)
   ex::StudySettings study = [] {
     ex::StudySettings d;
-    d.batch_size = 32;
+    d.batch_size = 128;
     return d;
   }();
   std::string layers;
@@ -87,7 +87,7 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
                                      "examples/prompts/toy_pairs.jsonl for the embedded model, else "
                                      "examples/prompts/instruct_pairs.jsonl");
   app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--seed", f.study.sampling.seed, "seed of the samplers (per batch) and of the shuffled controls")->capture_default_str()
+  app.add_option("--seed", f.study.sampling.seed, "seed of the sampling (pair i samples with its own stream in every condition) and of the shuffled controls")->capture_default_str()
       ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
   app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -102,7 +102,8 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
   app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
   app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
-  app.add_option("--batch-size", f.study.batch_size, "pairs decoded together (part of the sampling: keep it when resuming)")->capture_default_str()
+  app.add_option("--batch-size", f.study.batch_size, "pairs decoded (and R_V prompts run) together: speed and memory only, since each pair samples from its own stream; "
+                                                "another size may be used when resuming")->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--format", f.format, "prompt format: raw, chat (user turn of the chat template) or auto (chat when "
                                        "the tokenizer has a template)")->capture_default_str();
@@ -201,7 +202,6 @@ inline Setup setup(const Flags& flags, const std::string& program) {
                         {"temperature", flags.study.sampling.temperature},
                         {"top_k", flags.study.sampling.top_k},
                         {"top_p", flags.study.sampling.top_p},
-                        {"batch_size", flags.study.batch_size},
                         {"dtype", flags.dtype},
                         {"device", flags.device},
                         {"format", ex::prompt_format_name(ex::resolve_prompt_format(format, *s.tok))},

@@ -97,10 +97,18 @@ int main(int argc, char** argv) {
                 static_cast<long long>(n), s.pairs.size(), s.pairs_path.c_str(), phases.c_str());
 
     std::vector<std::string> wrote;
+    std::string timings;  // "phase1 2.1 s, ..."
+    auto since = [](std::chrono::steady_clock::time_point t) {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    };
+    auto part_start = std::chrono::steady_clock::now();
+    timings = fmt::format("setup (model, tokenizer, pairs) {:.1f} s", since(t0));
     auto show = [&](const std::string& folder, const dec7::PhaseResult& r) {
       std::printf("%s\n", r.table.c_str());
       std::fflush(stdout);
       wrote.push_back(folder);
+      timings += fmt::format(", {} {:.1f} s", folder, since(part_start));
+      part_start = std::chrono::steady_clock::now();
     };
     if (chosen.count("1")) show("phase1", dec7::run_phase1(s, layers[0]));
     if (chosen.count("2")) show("phase2", dec7::run_phase2(s, ranges, corr));
@@ -118,9 +126,9 @@ int main(int argc, char** argv) {
     }
     std::string folders;
     for (const auto& w : wrote) folders += (folders.empty() ? "" : ", ") + w + "/";
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("\n%zu generations recorded in %s/generations.jsonl; wrote %s in %s (%.1f s)\n", s.log().records().size(),
-                f.out.c_str(), folders.c_str(), f.out.c_str(), secs);
+    const double secs = since(t0);
+    std::printf("\n%zu generations recorded in %s/generations.jsonl; wrote %s in %s (%.1f s: %s)\n",
+                s.log().records().size(), f.out.c_str(), folders.c_str(), f.out.c_str(), secs, timings.c_str());
     return 0;
   });
 }

@@ -121,15 +121,17 @@ TEST_CASE("A malformed whole line is an error naming the file and line", "[exper
 }
 
 TEST_CASE("Killed mid-run and rerun with --resume, a run loses nothing and redoes nothing", "[experiments][records][slow]") {
-  // Batches of one pair, so the kill lands between many flushes.
-  const std::vector<std::string> args = {"--n", "20", "--batch-size", "1", "--max-new-tokens", "30"};
+  // Batches of one pair, so the kill lands between many flushes; resumed in batches of 7 and
+  // compared with an uninterrupted run in one batch of 20: each pair samples from its own stream,
+  // so the batch size changes nothing.
+  const std::vector<std::string> args = {"--n", "20", "--max-new-tokens", "30"};
   const std::string killed = test::temp_dir("killed"), whole = test::temp_dir("whole");
   const std::string log_path = killed + "/generations.jsonl";
 
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    std::vector<std::string> argv_s = {test::program_path("dec7_kv_transfer"), "--out", killed};
+    std::vector<std::string> argv_s = {test::program_path("dec7_kv_transfer"), "--out", killed, "--batch-size", "1"};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : argv_s) argv.push_back(a.data());
@@ -159,7 +161,7 @@ TEST_CASE("Killed mid-run and rerun with --resume, a run loses nothing and redoe
   REQUIRE(kept >= 25);
   REQUIRE(kept < 120);
 
-  std::vector<std::string> resume = {"--out", killed, "--resume"};
+  std::vector<std::string> resume = {"--out", killed, "--resume", "--batch-size", "7"};
   resume.insert(resume.end(), args.begin(), args.end());
   auto r = test::run_program("dec7_kv_transfer", resume);
   INFO(r.output);

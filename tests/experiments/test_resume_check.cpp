@@ -36,6 +36,7 @@ ex::GenerationRecord made_by(const Run& run, const std::string& condition, int s
   r.prompt_role = "baseline";
   r.prompt_ids = {1, 31, 41, 51};
   r.seed = 0;
+  r.sampler_seed = ex::pair_seed(0, 1);  // pair b is the run's second pair
   r.batch = 0;
   r.batch_size = 2;
   r.sampling = {{"temperature", 0.7}, {"top_k", 0}, {"top_p", 1.0}, {"max_new_tokens", 50},
@@ -82,9 +83,20 @@ TEST_CASE("A kept record made with other settings is named with the field, what 
   s = run.settings;
   s.stop_tokens = {7};
   CHECK_THROWS_WITH(refused(s)(), Catch::Contains("sampling.stop_tokens: recorded [], now [7]"));
+  // The batch size is speed only: each pair samples from its own stream.
   s = run.settings;
-  s.batch_size = 1;  // pair b is then batch 1, but first the size differs
-  CHECK_THROWS_WITH(refused(s)(), Catch::Contains("batch_size: recorded 2, now 1"));
+  s.batch_size = 1;
+  CHECK_NOTHROW(refused(s)());
+}
+
+TEST_CASE("A kept record sampled per batch (before mechlens 0.2) is refused", "[experiments][resume]") {
+  Run run;
+  auto old = made_by(run, "baseline");
+  old.sampler_seed = 0x1234;  // a batch sampler's seed
+  auto log = log_with({old});
+  CHECK_THROWS_WITH(ex::check_kept_records(log, run.settings, run.pairs, run.encoded),
+                    Catch::Contains("sampler_seed: recorded 4660, now " + std::to_string(ex::pair_seed(0, 1))) &&
+                        Catch::Contains("sampled per batch"));
 }
 
 TEST_CASE("A kept record whose pair changed, moved or went is named with its pair", "[experiments][resume]") {
@@ -102,11 +114,11 @@ TEST_CASE("A kept record whose pair changed, moved or went is named with its pai
                       Catch::Contains("record 'kv|b'") && Catch::Contains("source.prompt_ids: recorded [1,10,20], now [1,11]") &&
                           Catch::Contains("source pair 'a'"));
   }
-  SECTION("the pair moved to another batch") {
+  SECTION("the pair moved in the list (its sampling stream is its position's)") {
     std::swap(run.pairs[1], run.pairs[2]);
     std::swap(run.encoded[1], run.encoded[2]);
     CHECK_THROWS_WITH(ex::check_kept_records(log, run.settings, run.pairs, run.encoded),
-                      Catch::Contains("batch: recorded 0, now 1") && Catch::Contains("pair 'b' moved"));
+                      Catch::Contains("sampler_seed: recorded") && Catch::Contains("pair 'b' moved"));
   }
   SECTION("the pair is gone") {
     run.pairs.erase(run.pairs.begin() + 1);

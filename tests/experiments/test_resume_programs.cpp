@@ -8,6 +8,7 @@
 
 #include <mechlens/experiments/prompt_pairs.hpp>
 #include <mechlens/experiments/records.hpp>
+#include <mechlens/experiments/study_settings.hpp>
 #include <mechlens/version.hpp>
 
 #include "experiments_test_support.hpp"
@@ -46,8 +47,6 @@ TEST_CASE("Resuming with another seed after run.json was deleted is refused by t
   // Other sampling settings are refused the same way.
   CHECK_THAT(kv_transfer(dir, {"--resume", "--temperature", "1.3"}).output,
              Catch::Contains("sampling.temperature: recorded 0.7, now 1.3"));
-  CHECK_THAT(kv_transfer(dir, {"--resume", "--batch-size", "2"}).output,
-             Catch::Contains("batch_size: recorded 32, now 2"));
   CHECK_THAT(kv_transfer(dir, {"--resume", "--rerotate"}).output,
              Catch::Contains("spec: recorded") && Catch::Contains("\"rerotate\":false") &&
                  Catch::Contains("\"rerotate\":true"));
@@ -96,6 +95,7 @@ TEST_CASE("Records and run.json say which versions and engine made them; another
   CHECK(run["made_with"] == nlohmann::json{{"mechlens", mechlens::version()}, {"libtorch", mechlens::libtorch_version()}});
   auto records = ex::load_records(dir + "/generations.jsonl");
   REQUIRE(records.size() == 24);
+  const auto pairs = ex::first_pairs(ex::load_prompt_pairs(test::toy_pairs()), 4);
   for (const auto& r : records) {
     CHECK(r.made_with["mechlens"] == MECHLENS_CMAKE_VERSION);
     CHECK(r.made_with["libtorch"] == std::string(TORCH_VERSION));
@@ -104,7 +104,13 @@ TEST_CASE("Records and run.json say which versions and engine made them; another
     CHECK(r.made_with["fused_model"] == true);     // load_model fuses by default
     CHECK(r.made_with["fused_kernels"] == false);  // CUDA only
     CHECK(r.made_with["cuda_graph"] == false);     // CUDA only
-    CHECK(r.batch_size == 32);
+    CHECK(r.batch_size == 128);
+    // Each pair's own sampling stream, the same in every condition: pair_seed(seed 0, its index).
+    int64_t index = -1;
+    for (size_t i = 0; i < pairs.size(); ++i)
+      if (pairs[i].id == r.pair_id) index = static_cast<int64_t>(i);
+    REQUIRE(index >= 0);
+    CHECK(r.sampler_seed == ex::pair_seed(0, index));
     if (r.condition != "baseline" && r.condition != "recursive") {
       CHECK(r.spec["kind"] == "kv_splice");
       CHECK(r.source["prompt_ids"].size() >= 2);

@@ -6,7 +6,7 @@
 /// back to the last whole line) and tells which record ids exist, so a rerun redoes nothing.
 ///
 /// A record's id is "<condition>|<pair id>": one generation per condition and pair. A record
-/// carries what made it — the seed, the sampling, the batch size, its prompt's and its source's
+/// carries what made it — the seed, its sampling stream's seed, the sampling, its prompt's and its source's
 /// token ids, its condition's intervention spec — so that a resumed run can check every record it
 /// keeps (resume_check.hpp).
 
@@ -44,8 +44,8 @@ struct GenerationRecord {
   nlohmann::json spec;
   nlohmann::json probe;          ///< what a probe read besides the text (e.g. {"rv": options}), null when none
   uint64_t seed = 0;             ///< the run's --seed
-  uint64_t sampler_seed = 0;     ///< the seed of the sampler of this record's batch
-  int64_t batch = 0;             ///< batch index (rows of a batch share one sampler)
+  uint64_t sampler_seed = 0;     ///< the seed of this row's sampling stream: pair_seed(seed, pair index)
+  int64_t batch = 0;             ///< batch index (speed only: rows sample independently)
   int64_t batch_size = 0;        ///< pairs per batch (0: a record older than this field)
   nlohmann::json sampling;       ///< {"temperature", "top_k", "top_p", "max_new_tokens", "stop_tokens"}
   std::string text;              ///< generated text (special tokens skipped)

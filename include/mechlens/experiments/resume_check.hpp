@@ -2,7 +2,7 @@
 /// \file
 /// The resume check: every record a resumed run keeps must have been made the way the current
 /// run would make it, or the run's summaries would mix (and misreport) two runs. Each record
-/// carries what made it (records.hpp): the seed, the sampling, the batch size and batch, its
+/// carries what made it (records.hpp): the seed, the sampling and its own stream's seed, its
 /// prompt's token ids, its source prompt's ids, and its condition's intervention spec and probe.
 ///
 ///   check_kept_records(log, settings, pairs, encoded)   // every record: settings and prompts
@@ -65,8 +65,6 @@ inline void check_kept_records(const RecordLog& log, const StudySettings& settin
                                const std::vector<EncodedPair>& encoded) {
   MECHLENS_CHECK(pairs.size() == encoded.size(), ArgumentError, "check_kept_records: {} pairs but {} encoded pairs",
                  pairs.size(), encoded.size());
-  MECHLENS_CHECK(settings.batch_size >= 1, ArgumentError, "check_kept_records: batch size {} must be >= 1",
-                 settings.batch_size);
   const auto index = ::mechlens::detail::kept_pair_index(pairs);
   const nlohmann::json sampling = settings.sampling_json();
   for (const auto& r : log.records()) {
@@ -85,14 +83,12 @@ inline void check_kept_records(const RecordLog& log, const StudySettings& settin
       if (recorded != s.value())
         ::mechlens::detail::kept_record_differs(log, r, "sampling." + s.key(), recorded, s.value(), "");
     }
-    if (r.batch_size != settings.batch_size)
-      ::mechlens::detail::kept_record_differs(log, r, "batch_size",
-                                              r.batch_size > 0 ? nlohmann::json(r.batch_size) : nullptr,
-                                              settings.batch_size, "rows of a batch share one sampler");
-    const auto batch = static_cast<int64_t>(i) / settings.batch_size;
-    if (r.batch != batch)
-      ::mechlens::detail::kept_record_differs(log, r, "batch", r.batch, batch,
-                                  fmt::format("pair '{}' moved in the pair list", r.pair_id));
+    const uint64_t stream = pair_seed(settings.sampling.seed, static_cast<int64_t>(i));
+    if (r.sampler_seed != stream)
+      ::mechlens::detail::kept_record_differs(log, r, "sampler_seed", r.sampler_seed, stream,
+                                              fmt::format("pair '{}' moved in the pair list, or the record was sampled "
+                                                          "per batch (mechlens before 0.2)",
+                                                          r.pair_id));
     const Role role = parse_role(r.prompt_role);
     if (r.prompt_ids != encoded[i].ids(role))
       ::mechlens::detail::kept_record_differs(log, r, "prompt_ids", r.prompt_ids, encoded[i].ids(role),

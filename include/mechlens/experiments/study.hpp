@@ -7,10 +7,11 @@
 ///   study.run(experiments::natural(Role::Baseline));
 ///   study.run(experiments::kv_transfer("baseline+recursive_kv", Role::Baseline, {...}, cfg));
 ///
-/// Batches are fixed chunks of the pair list, and batch k's sampler is seeded from (--seed, k)
-/// alone, so every condition draws the same random numbers for the same pairs (common random
-/// numbers: paired contrasts compare conditions, not sampler luck), and a batch rerun after a
-/// kill reproduces what it would have written. With a resumed log, a batch whose records all
+/// Batches are fixed chunks of the pair list. Each row samples from its own stream, seeded with
+/// pair_seed(--seed, i) for pair i (generation/sampler.hpp), so every condition draws the same
+/// random numbers for the same pair (common random numbers: paired contrasts compare conditions,
+/// not sampler luck), the batch size is a speed setting only, and a batch rerun after a kill
+/// reproduces what it would have written. With a resumed log, a batch whose records all
 /// exist is skipped; a batch with some missing is decoded again and only the missing rows are
 /// written. Every record kept from an earlier run must have been made as this one would make it
 /// (resume_check.hpp): the constructor checks the settings and prompts of every record in the log,
@@ -131,7 +132,8 @@ class Study {
     GenerationOptions go;
     go.max_new_tokens = settings_.max_new_tokens;
     go.sampling = settings_.sampling;
-    go.sampling.seed = batch_seed(settings_.sampling.seed, ctx.batch_index);
+    go.sampling.row_seeds.clear();
+    for (size_t row : ctx.rows) go.sampling.row_seeds.push_back(pair_seed(settings_.sampling.seed, static_cast<int64_t>(row)));
     go.stop_tokens = settings_.stop_tokens;
     GenerationResult result = decode(model_, prepared.state, go);
     prepared.decoding_scope.reset();
@@ -153,7 +155,7 @@ class Study {
       r.spec = c.spec;
       r.probe = c.probe;
       r.seed = settings_.sampling.seed;
-      r.sampler_seed = go.sampling.seed;
+      r.sampler_seed = go.sampling.row_seeds[i];
       r.batch = ctx.batch_index;
       r.batch_size = settings_.batch_size;
       r.sampling = settings_.sampling_json();

@@ -2,7 +2,7 @@
 /// \file
 /// StudySettings: how a Study (study.hpp) decodes every condition — the generation layer's
 /// SamplingOptions (generation/sampler.hpp), the tokens per generation, and the study's own batch
-/// size and extra stop tokens — and batch_seed, the seed of batch k's sampler. Every record
+/// size and extra stop tokens — and pair_seed, the seed of pair i's sampling stream. Every record
 /// carries these settings (records.hpp), and a resumed run checks them record by record
 /// (resume_check.hpp).
 
@@ -16,16 +16,18 @@
 namespace mechlens::experiments {
 
 struct StudySettings {
-  /// temperature (default 0.7 here), top_k, top_p, and seed: the run's seed, from which batch k's
-  /// sampler gets batch_seed(seed, k) (and the DEC7 programs seed their shuffled controls and
-  /// bootstraps).
+  /// temperature (default 0.7 here), top_k, top_p, and seed: the run's seed, from which pair i's
+  /// generations sample with pair_seed(seed, i) in every condition (and the DEC7 programs seed
+  /// their shuffled controls and bootstraps).
   SamplingOptions sampling = [] {
     SamplingOptions s;
     s.temperature = 0.7;
     return s;
   }();
   int64_t max_new_tokens = 50;       ///< tokens generated per prompt (GenerationOptions::max_new_tokens)
-  int64_t batch_size = 16;           ///< pairs decoded together (rows of a batch share one sampler)
+  /// Pairs decoded together: speed and memory only (each row samples from its own stream, so the
+  /// generations do not depend on it beyond floating-point rounding of batched matrix products).
+  int64_t batch_size = 16;
   std::vector<int64_t> stop_tokens;  ///< besides the model's eos ids
 
   /// The record's "sampling" field.
@@ -35,12 +37,9 @@ struct StudySettings {
   }
 };
 
-/// The sampler seed of batch k: SplitMix64 of (seed, k).
-inline uint64_t batch_seed(uint64_t seed, int64_t batch) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(batch + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
+/// The sampling seed of pair i (its position in the run's pair list), the same in every condition:
+/// the conditions of a pair draw the same random numbers (common random numbers, so paired
+/// contrasts compare conditions, not sampler luck), wherever the pair falls in a batch.
+inline uint64_t pair_seed(uint64_t seed, int64_t pair) { return row_seed(seed, pair); }
 
 }  // namespace mechlens::experiments
