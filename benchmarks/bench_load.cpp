@@ -69,12 +69,16 @@ int main(int argc, char** argv) {
   std::string dir, device_name = "cpu", dtype_name = "bfloat16";
   int repeats = 3, threads = -1;
   bool plain = true, breakdown = false;
+  std::string only;
   CLI::App app{"Times load_model (staged and plain) and the tokenizer on a checkpoint folder"};
   app.add_option("--model", dir, "checkpoint folder (config.json + safetensors)")->required();
   app.add_option("--device", device_name, "cpu or cuda")->capture_default_str();
   app.add_option("--dtype", dtype_name, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--repeats", repeats, "loads of the staged path (median reported)")->capture_default_str();
   app.add_flag("!--no-plain", plain, "skip the plain per-tensor path (one load)");
+  app.add_option("--only", only, "time one path alone, --repeats times: staged or plain (with --repeats 1 in fresh "
+                                 "processes, the first load of a process, as a program sees it)")
+      ->check(CLI::IsMember({"staged", "plain"}));
   app.add_option("--threads", threads, "reading threads (LoadOptions::read.threads; default: the library's)");
   app.add_flag("--breakdown", breakdown, "time load_model's steps, and reading and copying apart");
   CLI11_PARSE(app, argc, argv);
@@ -115,6 +119,15 @@ int main(int argc, char** argv) {
   // once: it is the slow one).
   std::vector<double> staged, plain_s;
   double peak_over = 0, plain_peak = 0;
+  if (only == "plain") {
+    for (int r = 0; r < repeats; ++r) plain_s.push_back(time_load(WeightCopy::PerTensor, &plain_peak));
+    out["plain_runs_s"] = plain_s;
+    out["plain_s"] = median(plain_s);
+    out["plain_peak_over_weights_gib"] = plain_peak;
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+  if (only == "staged") plain = false;
   for (int r = 0; r < repeats; ++r) {
     staged.push_back(time_load(WeightCopy::Staged, &peak_over));
     if (plain && (r == 0 || !device.is_cuda())) plain_s.push_back(time_load(WeightCopy::PerTensor, &plain_peak));

@@ -23,6 +23,10 @@ models=${MODELS:-llama3-8b mistral-7b}
 # dec7_study only), to fit a short lease.
 full=${FULL_MODELS:-$models}
 programs=${PROGRAMS:-dec7_kv_transfer dec7_layer_sweep dec7_single_pass dec7_rv dec7_positions}
+# The dtypes the full checkpoints are loaded in, and extra bench_load flags (e.g. --no-plain to skip
+# the slow per-tensor reference path, to fit a short lease).
+full_dtypes=${LOAD_DTYPES:-bfloat16 float32}
+bench_load_flags=${BENCH_LOAD_FLAGS:-}
 mkdir -p "$work" "$out"
 : > "$out/loads.jsonl"
 printf 'model\tprogram\tseconds\texit\n' > "$out/programs.tsv"
@@ -47,10 +51,11 @@ for m in $models; do
   cat "$dir"/*.safetensors > /dev/null  # into the page cache
   log "== $m"
   dtypes=bfloat16
-  [[ " $full " == *" $m "* ]] && dtypes="bfloat16 float32"
+  [[ " $full " == *" $m "* ]] && dtypes=$full_dtypes
   for dtype in $dtypes; do
     PYTHONUNBUFFERED=1 python3 benchmarks/hf_load.py --model "$dir" --dtype "$dtype" | tee -a "$out/loads.jsonl"
-    "$build/benchmarks/bench_load" --model "$dir" --device cuda --dtype "$dtype" | tee -a "$out/loads.jsonl"
+    # shellcheck disable=SC2086
+    "$build/benchmarks/bench_load" --model "$dir" --device cuda --dtype "$dtype" $bench_load_flags | tee -a "$out/loads.jsonl"
   done
   runs="$work/runs/$m"
   rm -rf "$runs"
