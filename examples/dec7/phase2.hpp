@@ -34,8 +34,8 @@ inline PhaseResult run_phase2(Setup& s, const std::vector<LayerRange>& ranges, e
   PhaseResult r;
   r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
   r.table = fmt::format("Phase 2: which layers' KV cache carries it ({} pairs; baseline prompt + recursive prompt's KV "
-                        "at the layers shown; {} correction across {} ranges)\n\n{}\n{}",
-                        s.pairs.size(), ex::correction_name(correction), ranges.size(),
+                        "at the layers shown; {})\n\n{}\n{}",
+                        s.pairs.size(), ex::correction_note(r.summary, "layer sweep", "ranges"),
                         ex::condition_table(r.summary), ex::sweep_table(r.summary, "layer sweep"));
   write_phase(s, "phase2", r.summary, r.table, "Phase 2: % transfer by layer range",
               {transfer_panel(r.summary, "layer sweep", "% transfer by layer range (95% BCa CI; * corrected p < 0.05)")},

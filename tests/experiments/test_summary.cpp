@@ -253,3 +253,31 @@ TEST_CASE("A transfer with a clear natural gap still gives its number", "[experi
   REQUIRE(k.te->value.defined);
   CHECK(k.te->value.value == Approx((mean_of(patched) - mean_of(baseline)) / 5.0).epsilon(1e-12));
 }
+
+TEST_CASE("A table header says which contrasts a correction covered: only those with a test", "[experiments][summary]") {
+  // Three ranges: "same" scores like baseline on every pair (identical: no test), "up" and
+  // "noisy" differ, so the Holm family holds two.
+  std::vector<ex::GenerationRecord> records;
+  const std::map<std::string, std::vector<double>> scores = {{"baseline", {0, 1, 0, 2, 1}},
+                                                              {"same", {0, 1, 0, 2, 1}},
+                                                              {"up", {5, 6, 4, 7, 6}},
+                                                              {"noisy", {1, 0, 2, 2, 0}}};
+  for (const auto& [c, v] : scores)
+    for (size_t i = 0; i < v.size(); ++i) {
+      ex::GenerationRecord r;
+      r.condition = c;
+      r.pair_id = "p" + std::to_string(i);
+      r.score = v[i];
+      records.push_back(r);
+    }
+  std::vector<ex::Contrast> contrasts;
+  for (const char* c : {"same", "up", "noisy"}) contrasts.push_back({c, c, "baseline", c, "sweep", "", ""});
+  auto s = ex::summarize_records(records, {"baseline", "same", "up", "noisy"}, contrasts);
+  CHECK(ex::correction_note(s, "sweep", "ranges") ==
+        "holm correction across the 2 ranges with a test (1 of 3 scored identically to their baseline: no test)");
+  ex::SummaryOptions none;
+  none.correction = ex::Correction::None;
+  s = ex::summarize_records(records, {"baseline", "same", "up", "noisy"}, contrasts, none);
+  CHECK_THAT(ex::correction_note(s, "sweep", "ranges"), Catch::StartsWith("no correction across the 2 ranges"));
+  CHECK(ex::correction_note(s, "other", "ranges") == "no test to correct among the ranges");
+}

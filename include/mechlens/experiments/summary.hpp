@@ -234,6 +234,35 @@ inline Summary summarize_records(const std::vector<GenerationRecord>& records, c
   return s;
 }
 
+/// What the correction of `family` covered, in words for a table header: "holm correction across
+/// the 4 ranges with a test (3 of 7 scored identically to their baseline: no test)". Only
+/// contrasts with a defined t test enter the family (summarize_records); `unit` names its members
+/// in the plural ("ranges", "patches").
+inline std::string correction_note(const Summary& s, const std::string& family, const std::string& unit) {
+  size_t members = 0, tested = 0, identical = 0;
+  std::string correction = "none";
+  for (const auto& c : s.contrasts) {
+    if (c.spec.family != family) continue;
+    ++members;
+    if (std::isfinite(c.p_adjusted)) {
+      ++tested;
+      correction = c.correction;
+    } else if (c.identical) {
+      ++identical;
+    }
+  }
+  if (tested == 0) return fmt::format("no test to correct among the {}", unit);
+  std::string out = correction == "none" ? fmt::format("no correction across the {} {} with a test", tested, unit)
+                                         : fmt::format("{} correction across the {} {} with a test", correction, tested, unit);
+  if (tested < members) {
+    const size_t untested = members - tested;
+    out += identical == untested
+               ? fmt::format(" ({} of {} scored identically to their baseline: no test)", untested, members)
+               : fmt::format(" ({} of {} have no test)", untested, members);
+  }
+  return out;
+}
+
 inline nlohmann::json to_json(const Summary& s) {
   nlohmann::json j;
   j["scorer"] = s.scorer;
