@@ -197,3 +197,47 @@ TEST_CASE("Token ids outside the vocabulary and caches too large to allocate get
                           Catch::Contains("cannot be allocated"));
   REQUIRE_THROWS_WITH(prefill(*m, std::vector<int64_t>{3, 4}, -1), Catch::Contains("extra_capacity -1"));
 }
+
+TEST_CASE("An accumulating cache over a generation holds what one forward over the whole sequence gives, "
+          "attention patterns included") {
+  for (bool sliding : {false, true}) {
+    INFO("sliding " << sliding);
+    Model m = tiny(sliding);
+    const std::vector<int64_t> prompt = {1, 2, 3, 4};
+    CacheOptions keep;
+    keep.names = {"blocks.*.attn.hook_pattern", "blocks.1.hook_resid_post"};
+    keep.accumulate = true;
+    GenerationOptions g;
+    g.max_new_tokens = 5;
+    g.use_model_eos = false;
+    ActivationCache acc = ActivationCache::attach(m->hooks(), keep);
+    const auto out = generate(*m, {prompt}, g);
+    acc.detach();
+    // The tokens the run processed: the prompt and every generated token but the last.
+    std::vector<int64_t> seen = prompt;
+    seen.insert(seen.end(), out.tokens[0].begin(), out.tokens[0].end() - 1);
+    const auto t = static_cast<int64_t>(seen.size());
+    CacheOptions once = keep;
+    once.accumulate = false;
+    auto [logits, whole] = m->run_with_cache(at::tensor(seen).view({1, t}), once);
+    for (const std::string name : {"blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern", "blocks.1.hook_resid_post"}) {
+      INFO(name);
+      REQUIRE(acc.get(name).sizes() == whole.get(name).sizes());
+      CHECK(test::max_rel_diff(acc.get(name), whole.get(name)) < 1e-5);
+    }
+    CHECK(acc.get("blocks.0.attn.hook_pattern").size(2) == t);
+  }
+}
+
+TEST_CASE("Accumulating forwards whose activations differ beyond positions is an error naming the hook") {
+  Model m = tiny();
+  CacheOptions keep;
+  keep.names = {"blocks.0.attn.hook_pattern"};
+  keep.accumulate = true;
+  ActivationCache acc = ActivationCache::attach(m->hooks(), keep);
+  m->forward(at::tensor(std::vector<int64_t>{1, 2, 3}).view({1, 3}));
+  CHECK_THROWS_AS(m->forward(at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6}).view({2, 3})), ArgumentError);
+  CHECK_THROWS_WITH(m->forward(at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6}).view({2, 3})),
+                    Catch::Contains("blocks.0.attn.hook_pattern") && Catch::Contains("[2, 4, 3, 3]") &&
+                        Catch::Contains("only positions and key positions may change"));
+}

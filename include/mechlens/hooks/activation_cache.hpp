@@ -37,7 +37,11 @@ struct CacheOptions {
   /// Refuse (before the run) when the estimate exceeds this many bytes.
   std::optional<int64_t> max_bytes;
   /// Append along positions across forwards (prefill, then each decoding step) instead of keeping
-  /// only the latest forward.
+  /// only the latest forward. An activation with key positions (hook_pattern: each decoding step
+  /// attends to one more key) is padded with zeros along them to the longest forward's: a query
+  /// gives no weight to the keys written after it, so the accumulated pattern is the causal
+  /// [batch, heads, pos, key_pos] matrix one forward over the whole sequence gives. Other
+  /// dimensions must agree across forwards (an ArgumentError names the hook and both shapes).
   bool accumulate = false;
 };
 
@@ -106,7 +110,26 @@ class ActivationCache {
                                                : all_real(kept.size(layout.batch_dim), kept.size(layout.pos_dim), old_live);
           store->live[ctx.name] = at::cat({old_live, new_live}, 1);
         }
-        it->second = at::cat({it->second, kept}, layout.pos_dim);
+        at::Tensor held = it->second;
+        if (layout.key_pos_dim >= 0 && held.size(layout.key_pos_dim) != kept.size(layout.key_pos_dim)) {
+          const int64_t keys = std::max(held.size(layout.key_pos_dim), kept.size(layout.key_pos_dim));
+          auto pad_keys = [&](const at::Tensor& t) {
+            if (t.size(layout.key_pos_dim) == keys) return t;
+            auto shape = t.sizes().vec();
+            shape[layout.key_pos_dim] = keys - t.size(layout.key_pos_dim);
+            return at::cat({t, at::zeros(shape, t.options())}, layout.key_pos_dim);
+          };
+          held = pad_keys(held);
+          kept = pad_keys(kept);
+        }
+        for (int64_t d = 0; d < held.dim(); ++d)
+          MECHLENS_CHECK(d == layout.pos_dim || (held.dim() == kept.dim() && held.size(d) == kept.size(d)), ArgumentError,
+                         "activation cache (accumulate): hook '{}' gave {} in this forward after {} before; only "
+                         "positions{} may change between the forwards accumulated (another batch? clear() the "
+                         "cache between runs)",
+                         ctx.name, shape_str(kept.sizes()), shape_str(it->second.sizes()),
+                         layout.key_pos_dim >= 0 ? " and key positions" : "");
+        it->second = at::cat({held, kept}, layout.pos_dim);
       } else {
         store->tensors[ctx.name] = kept;
         if (live.defined()) store->live[ctx.name] = live;

@@ -2,7 +2,8 @@
 /// \file
 /// Which dimension of a hook point's activation holds positions and which holds heads, from its
 /// documented shape and TransformerLens name: attention hooks q/k/v/rot_q/rot_k/z are
-/// [batch, pos, heads, d_head], hook_pattern is [batch, heads, pos, key_pos], the rest
+/// [batch, pos, heads, d_head], hook_pattern is [batch, heads, pos, key_pos] (its key positions
+/// are the `key_pos_dim`), the rest
 /// [batch, pos, ...] without heads.
 
 #include <algorithm>
@@ -16,6 +17,7 @@ struct HookLayout {
   int64_t batch_dim = 0;
   int64_t pos_dim = -1;   ///< -1: the activation has no position dimension
   int64_t head_dim = -1;  ///< -1: the activation has no head dimension
+  int64_t key_pos_dim = -1;  ///< -1: the activation has no key-position dimension (hook_pattern has)
 };
 
 namespace detail {
@@ -29,6 +31,8 @@ inline HookLayout hook_layout(const HookPoint& point) {
   const auto& shape = point.shape();
   auto pos = std::find(shape.begin(), shape.end(), int64_t{kDimPos});
   if (pos != shape.end()) layout.pos_dim = pos - shape.begin();
+  auto key_pos = std::find(shape.begin(), shape.end(), int64_t{kDimKeyPos});
+  if (key_pos != shape.end()) layout.key_pos_dim = key_pos - shape.begin();
   const std::string& n = point.name();
   for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_z"})
     if (detail::ends_with(n, s)) layout.head_dim = 2;
