@@ -5,8 +5,12 @@
 /// `sync_every` steps) and the KV cache written in place (reserved by prefill()).
 ///
 ///   auto state = mechlens::prefill(*model, prompt_ids, /*extra_capacity=*/50);
-///   mechlens::splice_kv(state.cache, source.cache, {.layers = {16, 32}});   // optional edits
-///   auto out = mechlens::decode(*model, state, {.max_new_tokens = 50});
+///   mechlens::SpliceOptions splice;                      // optional edits
+///   splice.layers = mechlens::LayerRange{16, 32};
+///   mechlens::splice_kv(state.cache, source.cache, splice);
+///   mechlens::GenerationOptions gen;
+///   gen.max_new_tokens = 50;
+///   auto out = mechlens::decode(*model, state, gen);
 ///
 /// Interventions applied to the model stay active: those made with `.during_decoding()` act on
 /// every step (the step index is in the hook context), the others on prefill only.

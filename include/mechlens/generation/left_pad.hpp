@@ -7,7 +7,9 @@
 ///
 ///   auto b = mechlens::left_pad({{5, 6, 7}, {8}});
 ///   // b.ids  = [[5, 6, 7], [0, 0, 8]]   b.live = [[1, 1, 1], [0, 0, 1]] (bool)   b.lengths = {3, 1}
-///   model->forward(b.ids, {.attention_mask = b.padded() ? b.live : at::Tensor()});
+///   mechlens::ForwardOptions opt;
+///   if (b.padded()) opt.attention_mask = b.live;
+///   model->forward(b.ids, opt);
 
 #include <algorithm>
 #include <cstdint>
