@@ -52,10 +52,11 @@ if [ -f docs/design.md ]; then
   declared=$( (grep -ho 'add_point(p + "[^"]*"' include/mechlens/models/attention.hpp |
                  sed 's/.*"\(.*\)"/attn.\1/'
                grep -ho -e 'add_point(p + "[^"]*"' -e 'add_point(hook_name(layer, "[^"]*"' \
-                    include/mechlens/models/decoder_layer.hpp | sed 's/.*"\(.*\)"/block.\1/'
+                    include/mechlens/models/decoder_layer.hpp include/mechlens/models/mlp.hpp |
+                 sed 's/.*"\(.*\)"/block.\1/'
                grep -ho 'add_point("[^"]*"' include/mechlens/models/*.hpp | sed 's/.*"\(.*\)"/\1/'
                other=$(grep -l 'add_point(' include/mechlens/models/*.hpp |
-                       grep -v -e '/attention\.hpp$' -e '/decoder_layer\.hpp$' -e '/model\.hpp$')
+                       grep -v -e '/attention\.hpp$' -e '/decoder_layer\.hpp$' -e '/mlp\.hpp$' -e '/model\.hpp$')
                [ -n "$other" ] && echo "UNCHECKED:$other") | sort -u)
   if [ -z "$documented" ]; then
     echo "docs/design.md: no hook-point table found (rows '| \`name\` | \`[shape]\` | ...')"

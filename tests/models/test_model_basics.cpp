@@ -39,16 +39,16 @@ TEST_CASE("The model lists every docs/design.md hook point, per layer, in forwar
   REQUIRE(names.front() == "hook_embed");
   REQUIRE(names.back() == "ln_final.hook_normalized");
   for (const char* site : {"hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-                           "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_pattern", "attn.hook_z",
-                           "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized", "hook_mlp_out",
-                           "hook_resid_post"}) {
+                           "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_attn_scores", "attn.hook_pattern",
+                           "attn.hook_z", "attn.hook_result", "hook_attn_out", "hook_resid_mid", "ln2.hook_normalized",
+                           "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"}) {
     for (int l = 0; l < 3; ++l) {
       std::string name = "blocks." + std::to_string(l) + "." + site;
       INFO(name);
       REQUIRE(std::find(names.begin(), names.end(), name) != names.end());
     }
   }
-  REQUIRE(names.size() == 2 + 3 * 14);
+  REQUIRE(names.size() == 2 + 3 * 19);
 }
 
 TEST_CASE("Parameter names are the Hugging Face checkpoint keys") {
@@ -210,19 +210,28 @@ TEST_CASE("A forward that fails in a hook leaves the cache as it was, validity f
   }
 }
 
-TEST_CASE("Attention hooks fire in one order, fused projections or not: q, k, v, rot_q, rot_k") {
+TEST_CASE("Attention and MLP hooks fire in TransformerLens' order, fused projections or not") {
   for (bool fused : {false, true}) {
     Model m = tiny_model();
     if (fused) m->fuse_projections();
     std::vector<std::string> seen;
-    auto h = m->add_hook("blocks.1.attn.*", [&](const at::Tensor&, const HookContext& ctx) {
-      seen.push_back(ctx.name.substr(std::string("blocks.1.attn.").size()));
+    auto h = m->add_hook("blocks.1.*", [&](const at::Tensor&, const HookContext& ctx) {
+      seen.push_back(ctx.name.substr(std::string("blocks.1.").size()));
       return std::nullopt;
     });
     m->forward(at::randint(0, 50, {1, 5}, at::kLong));
     INFO("fused " << fused);
-    REQUIRE(seen == std::vector<std::string>{"hook_q", "hook_k", "hook_v", "hook_rot_q", "hook_rot_k", "hook_pattern",
-                                             "hook_z"});
+    REQUIRE(seen == std::vector<std::string>{"hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k",
+                                             "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
+                                             "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z",
+                                             "attn.hook_result", "hook_attn_out", "hook_resid_mid",
+                                             "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_pre_linear",
+                                             "mlp.hook_post", "hook_mlp_out", "hook_resid_post"});
+    // The order hook_names() lists them in is the order they fire.
+    std::vector<std::string> listed;
+    for (const auto& n : m->hook_names())
+      if (n.rfind("blocks.1.", 0) == 0) listed.push_back(n.substr(std::string("blocks.1.").size()));
+    REQUIRE(listed == seen);
   }
 }
 
@@ -343,4 +352,41 @@ TEST_CASE("An activation cache is read by site and layer, as TransformerLens' ca
   CHECK(at::equal(cache("v", 1), cache["blocks.1.attn.hook_v"]));
   CHECK(at::equal(cache.get("hook_resid_post", 2), cache["blocks.2.hook_resid_post"]));
   CHECK_THROWS_AS(cache("z", 0), NotFoundError);
+}
+
+TEST_CASE("attn.hook_result is each head's share of the attention output: editing a head there is editing its hook_z") {
+  Model m = tiny_model();
+  const at::Tensor ids = at::randint(0, 50, {2, 6}, at::kLong);
+  const at::Tensor plain = m->forward(ids);
+  // Hooked but unchanged, the results summed over heads give the same output.
+  {
+    auto h = m->add_hook("blocks.*.attn.hook_result", [](const at::Tensor&, const HookContext&) { return std::nullopt; });
+    REQUIRE(test::max_rel_diff(m->forward(ids), plain) < 1e-5);
+  }
+  auto zero_head = [](int64_t dim) {
+    return [dim](const at::Tensor& x, const HookContext&) -> std::optional<at::Tensor> {
+      at::Tensor y = x.clone();
+      y.select(dim, 1).zero_();
+      return y;
+    };
+  };
+  at::Tensor via_z, via_result;
+  {
+    auto h = m->add_hook("blocks.0.attn.hook_z", zero_head(2));
+    via_z = m->forward(ids);
+  }
+  {
+    auto h = m->add_hook("blocks.0.attn.hook_result", zero_head(2));
+    via_result = m->forward(ids);
+  }
+  REQUIRE(test::max_rel_diff(via_result, via_z) < 1e-5);
+  REQUIRE(test::max_rel_diff(via_result, plain) > 1e-3);  // the edit did something
+  // A cache with no names leaves the per-head results out; named, they are kept.
+  auto [logits, all] = m->run_with_cache(ids, CacheOptions{});
+  CHECK_FALSE(all.contains("blocks.0.attn.hook_result"));
+  CacheOptions named;
+  named.names = {"blocks.0.attn.hook_result", "blocks.0.hook_attn_out"};
+  auto [logits2, kept] = m->run_with_cache(ids, named);
+  REQUIRE(kept.get("blocks.0.attn.hook_result").sizes() == std::vector<int64_t>{2, 6, 4, 32});
+  REQUIRE(test::max_rel_diff(kept.get("blocks.0.attn.hook_result").sum(2), kept.get("blocks.0.hook_attn_out")) < 1e-5);
 }

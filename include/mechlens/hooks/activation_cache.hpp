@@ -6,6 +6,7 @@
 /// out-of-memory crash into a clear error.
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -26,7 +27,8 @@
 namespace mechlens {
 
 struct CacheOptions {
-  /// Hook names or globs to keep ("blocks.*.attn.hook_v"); empty keeps every hook point.
+  /// Hook names or globs to keep ("blocks.*.attn.hook_v"); empty keeps every hook point but
+  /// `attn.hook_result` (per-head outputs, [batch, pos, heads, d_model]: name them to keep them).
   std::vector<std::string> names;
   /// Keep only these positions (along each activation's position dimension).
   Positions positions = Positions::all();
@@ -117,7 +119,9 @@ class ActivationCache {
             if (t.size(layout.key_pos_dim) == keys) return t;
             auto shape = t.sizes().vec();
             shape[layout.key_pos_dim] = keys - t.size(layout.key_pos_dim);
-            return at::cat({t, at::zeros(shape, t.options())}, layout.key_pos_dim);
+            // Keys after a query: probability 0 in a pattern, score -inf (masked) in attn_scores.
+            const double fill = detail::ends_with(ctx.name, "hook_attn_scores") ? -std::numeric_limits<double>::infinity() : 0.0;
+            return at::cat({t, at::full(shape, fill, t.options())}, layout.key_pos_dim);
           };
           held = pad_keys(held);
           kept = pad_keys(kept);
@@ -246,7 +250,10 @@ class ActivationCache {
     }
   };
   static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {
-    if (options.names.empty()) return registry.select([](const std::string&) { return true; });
+    // Every point but the per-head results, which cost d_model values per head and position and
+    // change how the attention output is summed: those are cached only when named.
+    if (options.names.empty())
+      return registry.select([](const std::string& n) { return !detail::ends_with(n, "attn.hook_result"); });
     std::vector<HookPoint*> out;
     for (const auto& pattern : options.names)
       for (auto* p : registry.select(pattern))

@@ -2,8 +2,8 @@
 /// \file
 /// Which dimension of a hook point's activation holds positions and which holds heads, from its
 /// documented shape and TransformerLens name: attention hooks q/k/v/rot_q/rot_k/z are
-/// [batch, pos, heads, d_head], hook_pattern is [batch, heads, pos, key_pos] (its key positions
-/// are the `key_pos_dim`), the rest
+/// [batch, pos, heads, d_head], hook_result [batch, pos, heads, d_model], hook_attn_scores and
+/// hook_pattern [batch, heads, pos, key_pos] (their key positions are the `key_pos_dim`), the rest
 /// [batch, pos, ...] without heads.
 
 #include <algorithm>
@@ -34,9 +34,10 @@ inline HookLayout hook_layout(const HookPoint& point) {
   auto key_pos = std::find(shape.begin(), shape.end(), int64_t{kDimKeyPos});
   if (key_pos != shape.end()) layout.key_pos_dim = key_pos - shape.begin();
   const std::string& n = point.name();
-  for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_z"})
+  for (const char* s : {"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_z",
+                        "attn.hook_result"})
     if (detail::ends_with(n, s)) layout.head_dim = 2;
-  if (detail::ends_with(n, "attn.hook_pattern")) layout.head_dim = 1;
+  if (detail::ends_with(n, "attn.hook_pattern") || detail::ends_with(n, "attn.hook_attn_scores")) layout.head_dim = 1;
   return layout;
 }
 

@@ -6,8 +6,9 @@
 ///     hook_name(24, "attn.hook_v")   // "blocks.24.attn.hook_v"
 ///     hook_name(24, "v")             // the same: TransformerLens' short name
 ///
-/// The short names are TransformerLens': q, k, v, z, rot_q, rot_k, pattern, attn_out, resid_pre,
-/// resid_mid, resid_post, mlp_out, ln1 and ln2 (ln1.hook_normalized, ln2.hook_normalized). docs/design.md
+/// The short names are TransformerLens': q, k, v, z, rot_q, rot_k, attn_scores, pattern, result,
+/// attn_out, resid_pre, resid_mid, resid_post, mlp_out, pre, pre_linear, post (mlp.hook_*), ln1 and
+/// ln2 (ln1.hook_normalized, ln2.hook_normalized). docs/design.md
 /// lists every hook point with its shape.
 
 #include <array>
@@ -22,15 +23,17 @@ namespace mechlens {
 
 namespace detail {
 /// TransformerLens' short names and the block sites they stand for.
-inline const std::array<std::pair<std::string_view, std::string_view>, 14>& hook_short_names() {
-  static const std::array<std::pair<std::string_view, std::string_view>, 14> names{{
+inline const std::array<std::pair<std::string_view, std::string_view>, 19>& hook_short_names() {
+  static const std::array<std::pair<std::string_view, std::string_view>, 19> names{{
       {"q", "attn.hook_q"},
       {"k", "attn.hook_k"},
       {"v", "attn.hook_v"},
       {"z", "attn.hook_z"},
       {"rot_q", "attn.hook_rot_q"},
       {"rot_k", "attn.hook_rot_k"},
+      {"attn_scores", "attn.hook_attn_scores"},
       {"pattern", "attn.hook_pattern"},
+      {"result", "attn.hook_result"},
       {"attn_out", "hook_attn_out"},
       {"resid_pre", "hook_resid_pre"},
       {"resid_mid", "hook_resid_mid"},
@@ -38,6 +41,9 @@ inline const std::array<std::pair<std::string_view, std::string_view>, 14>& hook
       {"mlp_out", "hook_mlp_out"},
       {"ln1", "ln1.hook_normalized"},
       {"ln2", "ln2.hook_normalized"},
+      {"pre", "mlp.hook_pre"},
+      {"pre_linear", "mlp.hook_pre_linear"},
+      {"post", "mlp.hook_post"},
   }};
   return names;
 }

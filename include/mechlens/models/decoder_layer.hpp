@@ -4,6 +4,7 @@
 /// with its residual-stream hook points, all [batch, pos, d_model]:
 ///   hook_resid_pre -> ln1.hook_normalized -> attn -> hook_attn_out -> hook_resid_mid
 ///   -> ln2.hook_normalized -> mlp -> hook_mlp_out -> hook_resid_post
+/// (the attention's hook points are in attention.hpp, the MLP's neuron-level ones in mlp.hpp)
 /// A layer with no active hook runs in the fast engine instead (models/fast_engine.hpp).
 
 #include <string>
@@ -30,7 +31,7 @@ class DecoderLayerImpl : public torch::nn::Module {
     hook_attn_out_ = &hooks.add_point(hook_name(layer, "hook_attn_out"), layer, resid);
     hook_resid_mid_ = &hooks.add_point(hook_name(layer, "hook_resid_mid"), layer, resid);
     hook_ln2_ = &hooks.add_point(hook_name(layer, "ln2.hook_normalized"), layer, resid);
-    mlp_ = register_module("mlp", Mlp(cfg, options));
+    mlp_ = register_module("mlp", Mlp(cfg, layer, hooks, options));
     hook_mlp_out_ = &hooks.add_point(hook_name(layer, "hook_mlp_out"), layer, resid);
     hook_resid_post_ = &hooks.add_point(hook_name(layer, "hook_resid_post"), layer, resid);
     input_layernorm_ = register_module("input_layernorm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
@@ -57,7 +58,7 @@ class DecoderLayerImpl : public torch::nn::Module {
     for (const HookPoint* h : {hook_resid_pre_, hook_ln1_, hook_attn_out_, hook_resid_mid_, hook_ln2_, hook_mlp_out_,
                                hook_resid_post_})
       if (h->active()) return true;
-    return self_attn_->any_hook_active();
+    return self_attn_->any_hook_active() || mlp_->any_hook_active();
   }
 
  private:
