@@ -142,6 +142,7 @@ struct ModelArgs {
   std::string dtype = "float32";
   std::string device = "cpu";
   std::string tokenizer;  ///< empty: the model directory's tokenizer.json, if any
+  bool match_transformers_v5 = false;  ///< TokenizerOptions::match_transformers_v5
 
   void add(CLI::App& app, bool with_runtime = true) {
     app.add_option("--model", dir, "Hugging Face checkpoint directory (config.json + *.safetensors)")
@@ -156,6 +157,21 @@ struct ModelArgs {
                    "tokenizer.json, or a folder holding one, for text prompts and decoded output (default: the "
                    "--model directory's tokenizer.json)")
         ->check(CLI::ExistingPath);
+    add_tokenizer_mode(app, match_transformers_v5);
+  }
+
+  /// --match-transformers-v5, for every command that reads a tokenizer.
+  static void add_tokenizer_mode(CLI::App& app, bool& flag) {
+    app.add_flag("--match-transformers-v5", flag,
+                 "tokenize as transformers 5 does (it rebuilds Llama-2 / Mistral tokenizers: other ids for text after "
+                 "a space or an added token; docs/tokenizer.md); default: as the tokenizer.json file says, like HF "
+                 "tokenizers");
+  }
+
+  TokenizerOptions tokenizer_options() const {
+    TokenizerOptions o;
+    o.match_transformers_v5 = match_transformers_v5;
+    return o;
   }
 
   ModelConfig config() const {
@@ -200,7 +216,7 @@ inline Tokenizer load_tokenizer_for(const std::string& argument, const ModelArgs
     throw ArgError(argument, fmt::format("the checkpoint '{}' has no tokenizer.json; pass --tokenizer PATH, or give "
                                          "token ids instead",
                                          model.dir));
-  return blame("--tokenizer", [&] { return Tokenizer::from_file(*path); });
+  return blame("--tokenizer", [&] { return Tokenizer::from_file(*path, model.tokenizer_options()); });
 }
 
 /// A prompt given one of three ways: --<name>-ids, --<name>-prompt (text through the tokenizer

@@ -110,7 +110,8 @@ struct GenerateCommand {
     Model m = model.load();
     // The tokenizer is read before the model runs, so a broken one fails fast.
     std::optional<Tokenizer> tok;
-    if (auto path = model.tokenizer_path()) tok = blame("--tokenizer", [&] { return Tokenizer::from_file(*path); });
+    if (auto path = model.tokenizer_path())
+      tok = blame("--tokenizer", [&] { return Tokenizer::from_file(*path, model.tokenizer_options()); });
 
     PromptState state;
     if (prefix) {

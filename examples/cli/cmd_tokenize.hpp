@@ -5,18 +5,26 @@
 
 namespace mechlens::cli {
 
+inline TokenizerOptions tokenizer_mode(bool match_transformers_v5) {
+  TokenizerOptions o;
+  o.match_transformers_v5 = match_transformers_v5;
+  return o;
+}
+
 struct TokenizeCommand {
   std::string tokenizer;
   std::vector<std::string> texts;
   std::string chat;
   std::string chat_template;
   bool no_special = false;
+  bool match_transformers_v5 = false;
   CLI::Option *text_opt = nullptr, *chat_opt = nullptr;
 
   void add(CLI::App& app) {
-    app.add_option("--tokenizer", tokenizer, "tokenizer.json, or a checkpoint folder holding one")
+    app.add_option("--tokenizer,--model", tokenizer, "tokenizer.json, or a checkpoint folder holding one")
         ->required()
         ->check(CLI::ExistingPath);
+    ModelArgs::add_tokenizer_mode(app, match_transformers_v5);
     text_opt = app.add_option("--text", texts,
                               "text to encode; repeat for several texts, one output line each; write --text=-x for "
                               "text that starts with '-' (one of --text, --chat is required)")
@@ -40,7 +48,7 @@ struct TokenizeCommand {
   int run() {
     if (text_opt->count() == 0 && chat_opt->count() == 0)
       throw ArgError("--text or --chat", "nothing to tokenize (give --text TEXT, repeatable, or --chat FILE.json)");
-    Tokenizer tok = blame("--tokenizer", [&] { return Tokenizer::from_file(tokenizer); });
+    Tokenizer tok = blame("--tokenizer", [&] { return Tokenizer::from_file(tokenizer, tokenizer_mode(match_transformers_v5)); });
     if (chat_opt->count() > 0) {
       if (!chat_template.empty()) blame("--chat-template", [&] { tok.use_chat_template(chat_template); });
       auto messages = read_chat_file("--chat", chat);
@@ -70,7 +78,7 @@ struct DecodeCommand {
   bool skip_special = false;
 
   void add(CLI::App& app) {
-    app.add_option("--tokenizer", tokenizer, "tokenizer.json, or a checkpoint folder holding one")
+    app.add_option("--tokenizer,--model", tokenizer, "tokenizer.json, or a checkpoint folder holding one")
         ->required()
         ->check(CLI::ExistingPath);
     app.add_option("--ids", ids, "token ids to decode: 1,2,3; repeat for several lists, one output line each")

@@ -75,6 +75,7 @@ struct Flags {
   bool rerotate = false;
   int threads = 0;
   std::string progress = "auto";
+  bool match_transformers_v5 = false;  ///< TokenizerOptions::match_transformers_v5
 };
 
 inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default_out) {
@@ -115,6 +116,9 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
   app.add_flag("--rerotate", f.rerotate, "re-rotate spliced keys to the target's positions (default: keep the "
                                          "source's rotation, docs/design.md)");
   app.add_option("--threads", f.threads, "CPU threads (0: LibTorch's default)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_flag("--match-transformers-v5", f.match_transformers_v5,
+               "tokenize the prompts as transformers 5 does (it rebuilds Llama-2 / Mistral tokenizers; docs/tokenizer.md); "
+               "default: as the tokenizer.json file says, like HF tokenizers");
   app.add_option("--progress", f.progress, "progress bar on stderr: auto (when a terminal), on, off")->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
 }
@@ -170,7 +174,9 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   lo.device = mechlens::parse_device(flags.device);
   s.model = mechlens::load_model(flags.model, lo);
   try {
-    s.tok = mechlens::Tokenizer::from_file(s.tokenizer_path);
+    mechlens::TokenizerOptions tokenizer_options;
+    tokenizer_options.match_transformers_v5 = flags.match_transformers_v5;
+    s.tok = mechlens::Tokenizer::from_file(s.tokenizer_path, tokenizer_options);
   } catch (const mechlens::IoError& e) {
     throw mechlens::IoError(fmt::format("{}\n(the programs decode and score text, so they need a tokenizer: put "
                                         "tokenizer.json in the model folder or pass --tokenizer)", e.what()));
@@ -195,6 +201,7 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   // run.json: the settings every record of this folder was made with.
   nlohmann::json run = {{"model", s.model_dir},
                         {"tokenizer", s.tokenizer_path},
+                        {"match_transformers_v5", flags.match_transformers_v5},
                         {"pairs", s.pairs_path},
                         {"n_pairs", s.pairs.size()},
                         {"seed", flags.study.sampling.seed},

@@ -775,3 +775,32 @@ TEST_CASE("Bad arguments give one line naming the argument and exit status 2") {
                          {"--chat", "chat template"});
   }
 }
+
+TEST_CASE("tokenize --match-transformers-v5 gives transformers 5's ids; --model names the tokenizer's folder too") {
+  // The Llama-2 reference stores transformers 5's ids where they differ from HF tokenizers' (20
+  // strings, e.g. " Hello world").
+  auto ref = io::read_json_file(std::string(MECHLENS_TEST_DATA) + "/tokenizer/llama2_reference.json");
+  std::vector<std::string> args{"tokenize", "--model", vocabulary_dir("llama2"), "--match-transformers-v5"};
+  std::vector<std::string> plain{"tokenize", "--tokenizer", vocabulary_dir("llama2")};
+  std::vector<const nlohmann::json*> differing;
+  for (const auto& s : ref.at("strings")) {
+    if (!s.contains("transformers") || !s.at("transformers").contains("ids_special")) continue;
+    const std::string text = s.at("text");
+    if (text.empty() || text[0] == '-' || text.find('\0') != std::string::npos) continue;
+    for (auto* a : {&args, &plain}) {
+      a->push_back("--text");
+      a->push_back(text);
+    }
+    differing.push_back(&s);
+  }
+  REQUIRE(differing.size() >= 10);
+  const auto v5 = json_lines(mechlens_cli(args)), tokenizers = json_lines(mechlens_cli(plain));
+  REQUIRE(v5.size() == differing.size());
+  REQUIRE(tokenizers.size() == differing.size());
+  for (size_t i = 0; i < differing.size(); ++i) {
+    INFO(differing[i]->at("text").dump());
+    CHECK(v5[i].at("ids") == differing[i]->at("transformers").at("ids_special"));
+    CHECK(tokenizers[i].at("ids") == differing[i]->at("ids_special"));
+    CHECK(v5[i].at("ids") != tokenizers[i].at("ids"));
+  }
+}

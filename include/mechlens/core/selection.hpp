@@ -40,7 +40,8 @@ struct LayerRange {
     LayerRange r = colon == std::string::npos
                        ? single(to_int(text, -1))
                        : LayerRange{to_int(text.substr(0, colon), 0), to_int(text.substr(colon + 1), n_layers)};
-    if (n_layers >= 0) r.check(n_layers, "layer range '" + text + "'");
+    // "layer range 5:9 does not fit ..."; the text as given only where it reads otherwise ("5:").
+    if (n_layers >= 0) r.check(n_layers, text == r.str() ? "layer range" : "layer range '" + text + "' =");
     return r;
   }
   bool contains(int64_t layer) const { return layer >= begin && layer < end; }
