@@ -99,6 +99,7 @@
 #include "mechlens/models/mlp.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"
+#include "mechlens/models/pretrained.hpp"
 #include "mechlens/models/rms_norm.hpp"
 #include "mechlens/models/rotary.hpp"
 #include "mechlens/tokenizer/added_vocabulary.hpp"

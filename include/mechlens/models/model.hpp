@@ -110,6 +110,14 @@ class ModelImpl : public torch::nn::Module {
   /// ids [batch, pos] (int64) -> logits [batch, pos, vocab] (or [batch, 1, vocab] with
   /// last_position_only), in the model's dtype.
   at::Tensor forward(const at::Tensor& ids, const ForwardOptions& opt = {}) { return run(ids, opt, at::Tensor()); }
+  /// One prompt's token ids (what Tokenizer::encode gives): a batch of one, [1, n, vocab] logits.
+  at::Tensor forward(const std::vector<int64_t>& ids, const ForwardOptions& opt = {}) { return forward(ids_tensor(ids), opt); }
+
+  /// `ids` as the [1, n] int64 tensor on the model's device that forward takes.
+  at::Tensor ids_tensor(const std::vector<int64_t>& ids) const {
+    MECHLENS_CHECK(!ids.empty(), ArgumentError, "forward: no token ids");
+    return at::tensor(ids, at::TensorOptions().dtype(at::kLong)).view({1, static_cast<int64_t>(ids.size())}).to(device());
+  }
 
   const ModelConfig& config() const { return cfg_; }
   at::ScalarType dtype() const { return options_.dtype().toScalarType(); }
@@ -144,6 +152,11 @@ class ModelImpl : public torch::nn::Module {
     at::Tensor logits = forward(ids, opt);
     cache.detach();
     return {logits, cache};
+  }
+  /// The same for one prompt's token ids.
+  std::pair<at::Tensor, ActivationCache> run_with_cache(const std::vector<int64_t>& ids, const CacheOptions& cache_options,
+                                                        const ForwardOptions& opt = {}) {
+    return run_with_cache(ids_tensor(ids), cache_options, opt);
   }
 
   /// Turns on the fast engine (models/fast_engine.hpp) for blocks with no active hook: q/k/v and
