@@ -295,21 +295,30 @@ inline ex::BarPanel condition_panel(const ex::Summary& s, const std::string& tit
   return p;
 }
 
-/// Bars of % transfer for the contrasts of `family` ("" = every contrast with one).
+/// Bars of % transfer for the contrasts of `family` ("" = every contrast with one), each marked
+/// with its test: stars against the baseline, "... vs <condition>" for a contrast tested against
+/// another condition (e.g. necessity, against the recursive prompt), "=" when the two conditions
+/// scored alike on every pair; a legend says so under the plot.
 inline ex::BarPanel transfer_panel(const ex::Summary& s, const std::string& family, const std::string& title) {
   ex::BarPanel p;
   p.title = title;
   p.y_label = "% transfer (95% CI)";
   p.reference_lines = {0.0, 100.0};
+  std::string correction;
   for (const auto& c : s.contrasts) {
     if (!c.te || (!family.empty() && c.spec.family != family)) continue;
-    // Stars only where the contrast is against the baseline, i.e. tests the transfer itself.
     const double q = std::isfinite(c.p_adjusted) ? c.p_adjusted : c.t_test.p_value;
+    if (std::isfinite(c.p_adjusted)) correction = c.correction;
     std::string note = c.identical ? "=" : std::isfinite(q) ? (q < 0.001 ? "***" : q < 0.01 ? "**" : q < 0.05 ? "*" : "ns") : "";
-    if (c.spec.b != c.spec.te_baseline) note.clear();
+    if (!note.empty() && c.spec.b != c.spec.te_baseline) note += " vs " + c.spec.b;
     if (c.te->no_natural_gap) note = "n/a: no natural gap";  // no bar: a share of nothing
     p.bars.push_back({c.spec.name, 100.0 * c.te->value.value, 100.0 * c.te->ci.low, 100.0 * c.te->ci.high, note});
   }
+  p.legend = fmt::format("*** p < 0.001, ** p < 0.01, * p < 0.05, ns: not significant ({})\n"
+                         "each against the baseline prompt unless marked \"vs\" another condition; = the two conditions "
+                         "scored alike on every pair (no test)\n"
+                         "whiskers: 95% bootstrap CI (none where every resample gives the same value)",
+                         correction.empty() ? "paired t-test" : "paired t-test, " + correction + "-adjusted across the family");
   return p;
 }
 

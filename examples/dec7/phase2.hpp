@@ -37,8 +37,8 @@ inline PhaseResult run_phase2(Setup& s, const std::vector<LayerRange>& ranges, e
                         "at the layers shown; {})\n\n{}\n{}",
                         s.pairs.size(), ex::correction_note(r.summary, "layer sweep", "ranges"),
                         ex::condition_table(r.summary), ex::sweep_table(r.summary, "layer sweep"));
-  write_phase(s, "phase2", r.summary, r.table, "Phase 2: % transfer by layer range",
-              {transfer_panel(r.summary, "layer sweep", "% transfer by layer range (95% BCa CI; * corrected p < 0.05)")},
+  write_phase(s, "phase2", r.summary, r.table, "Phase 2: which layers' KV cache carries it",
+              {transfer_panel(r.summary, "layer sweep", "Baseline prompt + the recursive prompt's KV cache at the layers shown")},
               {{"ranges", [&] {
                   nlohmann::json j = nlohmann::json::array();
                   for (const auto& x : ranges) j.push_back(x.str());

@@ -39,7 +39,7 @@ TEST_CASE("forward, run_with_cache, prefill and measure_rv take a prompt's ids o
   o.window = 4;
   REQUIRE(at::equal(measure_rv(*model, both, o).rv, measure_rv(*model, {ids, other}, o).rv));
   // One prompt alone against the same prompt in a batch of two: equal up to the batched products' rounding.
-  REQUIRE(measure_rv(*model, ids, o).rv.item<double>() ==
+  REQUIRE(measure_rv(*model, {ids}, o).rv.item<double>() ==
           Approx(measure_rv(*model, {ids, other}, o).rv[0].item<double>()).epsilon(1e-6));
 
   CHECK_THROWS_WITH(model->forward(std::vector<int64_t>{}), Catch::Contains("no token ids"));

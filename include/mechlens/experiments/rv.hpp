@@ -153,8 +153,8 @@ inline RvResult measure_rv(ModelImpl& model, const std::vector<std::vector<int64
   return probe.result();
 }
 
-/// The same for prompts as a [batch, pos] int64 tensor (every row a whole prompt) or as one
-/// prompt's ids.
+/// The same for prompts as a [batch, pos] int64 tensor (every row a whole prompt). (One prompt's
+/// ids: `measure_rv(model, {ids}, options)`.)
 inline RvResult measure_rv(ModelImpl& model, const at::Tensor& ids, const RvOptions& options) {
   MECHLENS_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, ArgumentError,
                  "R_V: ids must be a [batch, pos] int64 tensor, got {} {}", shape_str(ids.sizes()),
@@ -164,9 +164,6 @@ inline RvResult measure_rv(ModelImpl& model, const at::Tensor& ids, const RvOpti
   for (int64_t r = 0; r < host.size(0); ++r)
     rows.emplace_back(host.data_ptr<int64_t>() + r * host.size(1), host.data_ptr<int64_t>() + (r + 1) * host.size(1));
   return measure_rv(model, rows, options);
-}
-inline RvResult measure_rv(ModelImpl& model, const std::vector<int64_t>& prompt, const RvOptions& options) {
-  return measure_rv(model, std::vector<std::vector<int64_t>>{prompt}, options);
 }
 
 }  // namespace mechlens

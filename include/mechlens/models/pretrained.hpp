@@ -8,7 +8,7 @@
 /// Token ids have one vocabulary across the library: one prompt is a `std::vector<int64_t>` (what
 /// Tokenizer::encode gives), a batch a `std::vector<std::vector<int64_t>>` (left-padded where
 /// needed) or a `[batch, pos]` int64 tensor. forward and run_with_cache take a tensor or one
-/// prompt's ids; prefill, generate and measure_rv take all three.
+/// prompt's ids; prefill all three; generate a batch; measure_rv a batch or a tensor.
 
 #include <string>
 #include <utility>
