@@ -20,7 +20,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mechlens/core/error.hpp"
-#include "mechlens/core/shape.hpp"
 #include "mechlens/generation/left_pad.hpp"
 #include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
@@ -156,14 +155,7 @@ inline RvResult measure_rv(ModelImpl& model, const std::vector<std::vector<int64
 /// The same for prompts as a [batch, pos] int64 tensor (every row a whole prompt). (One prompt's
 /// ids: `measure_rv(model, {ids}, options)`.)
 inline RvResult measure_rv(ModelImpl& model, const at::Tensor& ids, const RvOptions& options) {
-  MECHLENS_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, ArgumentError,
-                 "R_V: ids must be a [batch, pos] int64 tensor, got {} {}", shape_str(ids.sizes()),
-                 c10::toString(ids.scalar_type()));
-  const at::Tensor host = ids.cpu().contiguous();
-  std::vector<std::vector<int64_t>> rows;
-  for (int64_t r = 0; r < host.size(0); ++r)
-    rows.emplace_back(host.data_ptr<int64_t>() + r * host.size(1), host.data_ptr<int64_t>() + (r + 1) * host.size(1));
-  return measure_rv(model, rows, options);
+  return measure_rv(model, rows_of_ids(ids, "R_V"), options);
 }
 
 }  // namespace mechlens

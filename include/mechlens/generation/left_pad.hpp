@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 
 #include "mechlens/core/error.hpp"
+#include "mechlens/core/shape.hpp"
 
 namespace mechlens {
 
@@ -32,6 +33,19 @@ struct LeftPadded {
     return std::any_of(lengths.begin(), lengths.end(), [&](int64_t n) { return n < longest; });
   }
 };
+
+/// The rows of a [batch, pos] int64 tensor of token ids (every row a whole prompt, no padding),
+/// for the functions that take rows; `who` names the caller in the error for another shape or dtype.
+inline std::vector<std::vector<int64_t>> rows_of_ids(const at::Tensor& ids, const char* who) {
+  MECHLENS_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, ArgumentError,
+                 "{}: ids must be a [batch, pos] int64 tensor, got {} {}", who, shape_str(ids.sizes()),
+                 c10::toString(ids.scalar_type()));
+  const at::Tensor host = ids.cpu().contiguous();
+  const int64_t* p = host.data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> rows;
+  for (int64_t r = 0; r < host.size(0); ++r) rows.emplace_back(p + r * host.size(1), p + (r + 1) * host.size(1));
+  return rows;
+}
 
 /// Left-pads `rows` with `pad_id` (see the file comment). Rows may be empty (all padding); an
 /// empty list of rows is an ArgumentError.

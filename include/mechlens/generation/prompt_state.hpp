@@ -14,7 +14,6 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mechlens/core/error.hpp"
-#include "mechlens/core/shape.hpp"
 #include "mechlens/generation/left_pad.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/model.hpp"
@@ -127,14 +126,7 @@ inline PromptState prefill(ModelImpl& model, const std::vector<int64_t>& prompt,
 /// The same for token ids as a [batch, pos] int64 tensor (every row a whole prompt: no padding).
 inline PromptState prefill(ModelImpl& model, const at::Tensor& ids, int64_t extra_capacity, const KVCache* prefix = nullptr,
                            bool allow_long_context = false) {
-  MECHLENS_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong, ArgumentError,
-                 "prefill: ids must be a [batch, pos] int64 tensor, got {} {}", shape_str(ids.sizes()),
-                 c10::toString(ids.scalar_type()));
-  const at::Tensor host = ids.cpu().contiguous();
-  std::vector<std::vector<int64_t>> rows;
-  for (int64_t r = 0; r < host.size(0); ++r)
-    rows.emplace_back(host.data_ptr<int64_t>() + r * host.size(1), host.data_ptr<int64_t>() + (r + 1) * host.size(1));
-  return prefill(model, rows, extra_capacity, prefix, allow_long_context);
+  return prefill(model, rows_of_ids(ids, "prefill"), extra_capacity, prefix, allow_long_context);
 }
 
 /// Runs every token of `prompt` (none pending) into a new cache: the source of a KV prefix.
