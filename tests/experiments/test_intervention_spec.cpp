@@ -27,17 +27,17 @@ TEST_CASE("A canonical spec of every kind survives parse and to_json unchanged",
       {{"kind", "kv_splice"}, {"layers", "0:2"}, {"heads", {1}}, {"align", "left"}, {"rerotate", true},
        {"slot_map", {{0, 1}, {2, 3}}}, {"slots", "0:2"}},
       {{"kind", "swap"}, {"site", "qkv"}, {"layers", "24:25"}, {"positions", "all"}, {"align", "right"},
-       {"rows", true}, {"source", {{"role", "baseline"}, {"pair", "other"}}}},
+       {"rows", true}, {"scope", "prompt"}, {"source", {{"role", "baseline"}, {"pair", "other"}}}},
       {{"kind", "patch"}, {"hook", "blocks.*.attn.hook_v"}, {"layers", "2:4"}, {"positions", {1, 2}},
-       {"heads", {0}}, {"align", "exact"}, {"during_decoding", true}, {"source", {{"ids", {5, 6, 7}}}}},
+       {"heads", {0}}, {"align", "exact"}, {"scope", "both"}, {"source", {{"ids", {5, 6, 7}}}}},
       {{"kind", "patch"}, {"hook", "blocks.1.hook_resid_post"}, {"positions", {{"last", 2}}}, {"align", "left"},
-       {"source", {{"prompt", "a text"}}}},
-      {{"kind", "ablation"}, {"hook", "blocks.3.hook_mlp_out"}, {"mode", "zero"}, {"positions", "1:3"}},
+       {"steps", "1:"}, {"source", {{"prompt", "a text"}}}},
+      {{"kind", "ablation"}, {"hook", "blocks.3.hook_mlp_out"}, {"mode", "zero"}, {"positions", "1:3"}, {"scope", "generated"}},
       {{"kind", "ablation"}, {"hook", "blocks.3.hook_mlp_out"}, {"mode", "resample"}, {"positions", "all"},
-       {"seed", 7}, {"source", {{"ids", {1, 2}}}}},
+       {"seed", 7}, {"scope", "prompt"}, {"source", {{"ids", {1, 2}}}}},
       {{"kind", "steering"}, {"hook", "blocks.0.hook_resid_post"}, {"positions", "all"}, {"vector", {0.5, -1.0}},
-       {"scale", 4.0}},
-      {{"kind", "scale"}, {"hook", "blocks.*.attn.hook_z"}, {"layers", "0:2"}, {"positions", "all"}, {"factor", 0.5}}};
+       {"scale", 4.0}, {"steps", "2:4"}},
+      {{"kind", "scale"}, {"hook", "blocks.*.attn.hook_z"}, {"layers", "0:2"}, {"positions", "all"}, {"factor", 0.5}, {"scope", "prompt"}}};
   for (const auto& j : canonical) {
     CAPTURE(j.dump());
     const auto s = spec(j);
@@ -145,9 +145,21 @@ TEST_CASE("Hook specs make the interventions they describe (values by hand)", "[
     CHECK((*s.resid0)(at::ones({1, 1, 4})).sum().item<double>() == 12.0);
     CHECK((*s.resid1)(at::ones({1, 1, 4})).sum().item<double>() == 12.0);
   }
-  CHECK_FALSE(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}})).all_steps());
+  CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}})).scope_str() == "prompt");
   CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"during_decoding", true}}))
-            .all_steps());
+            .scope_str() == "prompt+generated");
+  CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"scope", "generated"}}))
+            .scope_str() == "generated");
+  CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"steps", "2:5"}}))
+            .scope_str() == "steps 2:5");
+  CHECK(ex::to_json(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"during_decoding", true}})).at("scope") ==
+        "both");
+  CHECK_THROWS_WITH(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"scope", "decode"}}),
+                    Catch::Contains("expected prompt, generated or both"));
+  CHECK_THROWS_WITH(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"steps", "3:1"}}),
+                    Catch::Contains("0 <= a < b"));
+  CHECK_THROWS_WITH(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"scope", "both"}, {"steps", "1:"}}),
+                    Catch::Contains("one of 'scope', 'steps'"));
   CHECK(ex::spec_hooks(spec({{"kind", "swap"}, {"site", "qkv"}, {"layers", "1:3"}, {"source", {{"ids", {1}}}}})) ==
         std::vector<std::string>{"blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_v",
                                  "blocks.2.attn.hook_q", "blocks.2.attn.hook_k", "blocks.2.attn.hook_v"});

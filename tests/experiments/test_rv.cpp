@@ -75,7 +75,7 @@ TEST_CASE("R_V of a generation read from its KV cache equals hook_v read through
   experiments::GenerationRvProbe probe(*model, o);
   PromptState run = prefill(*model, prompts, g.max_new_tokens);
   probe.read_prefill(run);
-  REQUIRE_FALSE(model->hooks().any_active());
+  REQUIRE_FALSE(model->hooks().any_attached());
   const GenerationResult out = decode(*model, run, g);
   std::vector<int64_t> short_rows;
   const RvResult got = probe.result({19, 4}, out.tokens, run, &short_rows);

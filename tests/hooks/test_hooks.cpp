@@ -52,27 +52,91 @@ TEST_CASE("Interventions compose left to right at a shared hook point") {
   REQUIRE(p(at::full({1}, 2.0)).item<double>() == 2.0);
 }
 
-TEST_CASE("Interventions act on prefill only unless asked to stay during decoding") {
+namespace {
+// Tells the registry that the next forward covers columns [first, first + n) of a sequence whose
+// prompt has `prompt` columns (what Model::forward does from prefill / decode).
+void columns(HookRegistry& reg, int64_t first, int64_t n, int64_t prompt) {
+  reg.run_state().first_column = first;
+  reg.run_state().columns = n;
+  reg.run_state().prompt_columns = prompt;
+}
+// Which of a [1, n] activation's positions the attached hooks zeroed.
+std::vector<int64_t> zeroed(HookPoint& p, int64_t n) {
+  at::Tensor out = p(at::ones({1, n}));
+  std::vector<int64_t> z;
+  for (int64_t j = 0; j < n; ++j)
+    if (out[0][j].item<double>() == 0.0) z.push_back(j);
+  return z;
+}
+}  // namespace
+
+TEST_CASE("Interventions act in their scope: the whole prompt by default, the pending token included") {
   HookRegistry reg;
-  HookPoint& p = reg.add_point("x");
+  HookPoint& p = reg.add_point("x", -1, {kDimBatch, kDimPos});
   Intervention zero("x", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x * 0); });
-  auto scope = zero.apply(reg);
-  reg.run_state().step = 0;
-  REQUIRE(p(at::ones({1})).item<double>() == 0.0);
-  reg.run_state().step = 3;
-  REQUIRE(p(at::ones({1})).item<double>() == 1.0);
-  scope.reset();
+  using V = std::vector<int64_t>;
+  // A 5-column prompt: prefill holds columns 0..3, the first decoding step the pending column 4,
+  // then generated tokens 1, 2, ... at columns 5, 6, ...
+  auto run = [&](const Intervention& iv) {
+    auto scope = iv.apply(reg);
+    std::vector<V> seen;
+    columns(reg, 0, 4, 5);
+    seen.push_back(zeroed(p, 4));
+    for (int64_t c = 4; c < 9; ++c) {
+      columns(reg, c, 1, 5);
+      seen.push_back(zeroed(p, 1));
+    }
+    return seen;
+  };
+  const V all4{0, 1, 2, 3}, one{0}, none{};
+  CHECK(run(zero) == std::vector<V>{all4, one, none, none, none, none});
+  CHECK(run(zero.scope(Scope::Prompt)) == std::vector<V>{all4, one, none, none, none, none});
+  CHECK(run(zero.scope(Scope::Generated)) == std::vector<V>{none, none, one, one, one, one});
+  CHECK(run(zero.scope(Scope::Both)) == std::vector<V>{all4, one, one, one, one, one});
+  CHECK(run(zero.during_decoding()) == std::vector<V>{all4, one, one, one, one, one});
+  CHECK(run(zero.at_steps(2, 4)) == std::vector<V>{none, none, none, one, one, none});
+  CHECK(run(zero.at_steps(0, 2)) == std::vector<V>{all4, one, one, none, none, none});
+  CHECK(run(zero.at_steps(3)) == std::vector<V>{none, none, none, none, one, one});
+
+  // One forward over prompt + continuation (teacher forcing: 5 prompt columns of 7) splits.
+  auto teacher_forced = [&](const Intervention& iv) {
+    auto scope = iv.apply(reg);
+    columns(reg, 0, 7, 5);
+    return zeroed(p, 7);
+  };
+  CHECK(teacher_forced(zero) == V{0, 1, 2, 3, 4});
+  CHECK(teacher_forced(zero.scope(Scope::Generated)) == V{5, 6});
+  CHECK(teacher_forced(zero.at_steps(2)) == V{6});
+  CHECK(teacher_forced(zero.scope(Scope::Both)) == V{0, 1, 2, 3, 4, 5, 6});
+
+  // Scopes stay with each part of a composition; one set on the whole applies to every part.
+  Intervention both = zero.scope(Scope::Generated) | zero;
+  CHECK(both.parts()[0].steps == Steps::generated());
+  CHECK(both.parts()[1].steps == Steps::prompt());
+  CHECK(both.scope_str() == "mixed");
+  CHECK(both.at_steps(1, 3).scope_str() == "steps 1:3");
+  CHECK_THROWS_AS(zero.at_steps(3, 3), ArgumentError);
+
+  // Hooks see the step and the columns.
   std::vector<int64_t> steps;
   Intervention seen("x", [&](const at::Tensor&, const HookContext& ctx) {
-    steps.push_back(ctx.run.step);
+    steps.push_back(ctx.run.step_of(ctx.run.first_column));
     return std::optional<at::Tensor>();
   });
-  auto scope2 = seen.during_decoding().apply(reg);
-  for (int64_t s : {0, 1, 2}) {
-    reg.run_state().step = s;
-    p(at::ones({1}));
+  auto scope = seen.scope(Scope::Both).apply(reg);
+  columns(reg, 0, 4, 5);
+  p(at::ones({1, 4}));
+  for (int64_t c = 4; c < 7; ++c) {
+    columns(reg, c, 1, 5);
+    p(at::ones({1, 1}));
   }
-  REQUIRE(steps == std::vector<int64_t>{0, 1, 2});
+  CHECK(steps == std::vector<int64_t>{0, 0, 1, 2});
+  // A hook point outside any model (nothing sets the columns) is a prompt: every hook runs there.
+  HookRegistry bare;
+  HookPoint& q = bare.add_point("y");
+  auto s2 = Intervention("y", [](const at::Tensor& x, const HookContext&) { return std::optional<at::Tensor>(x * 0); })
+                .apply(bare);
+  CHECK(q(at::ones({2})).sum().item<double>() == 0.0);
 }
 
 TEST_CASE("Hooked wraps a user's torch::nn::Linear so its input and output are hook points") {

@@ -248,8 +248,10 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
   c.name = std::move(name);
   c.target = target;
   c.layers = layers.str();
-  c.intervention = fmt::format("single-pass patch of {} at layers {} from the {} prompt (prefill only), {}-aligned",
-                               patch_site_name(site), layers.str(), role_name(source), align_name(align));
+  c.intervention = fmt::format(
+      "single-pass patch of {} at layers {} from the {} prompt (scope: the whole prompt, its last token included; "
+      "generated tokens unpatched), {}-aligned",
+      patch_site_name(site), layers.str(), role_name(source), align_name(align));
   InterventionSpec spec;
   spec.kind = InterventionSpec::Kind::Swap;
   spec.site = patch_site_name(site);
@@ -263,21 +265,23 @@ inline Condition single_pass_patch(std::string name, Role target, Role source, P
     at::NoGradGuard no_grad;
     PreparedBatch p;
     std::vector<int64_t> nt;
-    const LeftPadded src = left_pad(detail::without_last(ctx.prompts(source)));
-    for (const auto& t : ctx.prompts(target)) nt.push_back(static_cast<int64_t>(t.size()) - 1);
+    // The source over its whole prompts (the last token included): the pending target token,
+    // which the first decoding step feeds, takes the source's last token.
+    const LeftPadded src = left_pad(ctx.prompts(source));
+    for (const auto& t : ctx.prompts(target)) nt.push_back(static_cast<int64_t>(t.size()));
     CacheOptions co;
     co.names = hooks;
     ForwardOptions fo;
     fo.last_position_only = true;
-    fo.attention_mask = src.live;
+    if (src.padded()) fo.attention_mask = src.live;
     auto cached = ctx.model->run_with_cache(src.ids, co, fo).second;
     const std::vector<int64_t>& ns = src.lengths;
-    {
-      auto scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
-      ctx.target_prefill_starts();
-      p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
-      ctx.target_prefilled(p.state);
-    }
+    // Attached until decoding ends (the study runner resets it): the prefill and the first
+    // decoding step run it; later steps run as if it were not there.
+    p.decoding_scope = ctx.model->apply(to_row_intervention(spec, cached, ns, nt));
+    ctx.target_prefill_starts();
+    p.state = prefill(*ctx.model, ctx.prompts(target), ctx.max_new_tokens);
+    ctx.target_prefilled(p.state);
     for (size_t i = 0; i < ctx.rows.size(); ++i) {
       p.sources.push_back(detail::source_json(ctx, ctx.rows[i], source, nullptr));
       p.notes.push_back(nullptr);

@@ -28,8 +28,11 @@
 ///   align      exact (default) | left | right: how a source of another length lines up
 ///   rows       patch, swap, kv_splice: align row by row on each row's own tokens (left-padded
 ///              batches; patch_rows / splice_kv_rows) instead of the padded tensors as a whole
-///   during_decoding  patch, swap, ablation, steering, scale: act on decoding steps too
-///              (default: the prefill and plain forwards only)
+///   scope      patch, swap, ablation, steering, scale: which tokens of a generation it touches:
+///              prompt (default: every prompt token, the pending last one included) |
+///              generated | both (Intervention::scope); "during_decoding": true is read as both
+///   steps      instead of scope: generation steps "a:b" or "a:" (step 0 the prompt, g the g-th
+///              generated token; Intervention::at_steps)
 ///   kv_splice only: rerotate (bool), slot_map [[target, source], ...] and slots (positions)
 ///              for plain splices, from_end [k, ...] / from_start [k, ...] for row splices
 ///   ablation:  mode zero | mean | resample; seed (resample)
@@ -98,7 +101,7 @@ struct InterventionSpec {
   IndexSet heads;
   Align align = Align::Exact;
   bool rows = false;
-  bool during_decoding = false;
+  Steps steps = Steps::prompt();  ///< hook kinds: the generation steps it acts in
   // kv_splice
   bool rerotate = false;
   std::vector<std::pair<int64_t, int64_t>> slot_map;
@@ -181,6 +184,31 @@ inline LayerRange spec_layers(const nlohmann::json& j, const std::string& where)
     ::mechlens::detail::raise<ConfigError>("{}: field 'layers': {} (expected \"lo:hi\", half-open, both ends given)",
                                            where, e.what());
   }
+}
+
+/// "a:b" or "a:" (no end): generation steps, step 0 the prompt.
+inline Steps spec_steps(const nlohmann::json& v, const std::string& where) {
+  MECHLENS_CHECK(v.is_string(), ConfigError, "{}: field 'steps' must be \"a:b\" or \"a:\" (generation steps), got {}",
+                 where, v.dump().substr(0, 100));
+  const std::string text = v.get<std::string>();
+  const auto colon = text.find(':');
+  auto to_int = [&](const std::string& t) -> int64_t {
+    try {
+      size_t used = 0;
+      const int64_t x = std::stoll(t, &used);
+      if (used == t.size()) return x;
+    } catch (const std::logic_error&) {
+    }
+    raise<ConfigError>("{}: field 'steps' is '{}', expected \"a:b\" or \"a:\" with integers 0 <= a < b", where,
+                       text.substr(0, 100));
+  };
+  MECHLENS_CHECK(colon != std::string::npos, ConfigError,
+                 "{}: field 'steps' is '{}', expected \"a:b\" or \"a:\" (step 0 the prompt, g the g-th generated token)",
+                 where, text.substr(0, 100));
+  const int64_t a = to_int(text.substr(0, colon));
+  const int64_t b = colon + 1 == text.size() ? Steps::kOpen : to_int(text.substr(colon + 1));
+  MECHLENS_CHECK(a >= 0 && a < b, ConfigError, "{}: field 'steps' is '{}', expected 0 <= a < b", where, text.substr(0, 100));
+  return Steps::range(a, b);
 }
 
 inline Positions spec_positions(const nlohmann::json& v, const std::string& key, const std::string& where) {
@@ -295,19 +323,19 @@ inline InterventionSpec parse_intervention_spec(const nlohmann::json& j, const s
                                      "from_start", "source"});
       break;
     case Kind::Patch:
-      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "align", "rows", "during_decoding", "source"});
+      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "align", "rows", "scope", "steps", "during_decoding", "source"});
       break;
     case Kind::Swap:
-      allowed.insert(allowed.end(), {"site", "layers", "positions", "heads", "align", "rows", "during_decoding", "source"});
+      allowed.insert(allowed.end(), {"site", "layers", "positions", "heads", "align", "rows", "scope", "steps", "during_decoding", "source"});
       break;
     case Kind::Ablation:
-      allowed.insert(allowed.end(), {"mode", "hook", "layers", "positions", "heads", "seed", "during_decoding", "source"});
+      allowed.insert(allowed.end(), {"mode", "hook", "layers", "positions", "heads", "seed", "scope", "steps", "during_decoding", "source"});
       break;
     case Kind::Steering:
-      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "vector", "scale", "during_decoding"});
+      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "vector", "scale", "scope", "steps", "during_decoding"});
       break;
     case Kind::Scale:
-      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "factor", "during_decoding"});
+      allowed.insert(allowed.end(), {"hook", "layers", "positions", "heads", "factor", "scope", "steps", "during_decoding"});
       break;
   }
   for (auto it = j.begin(); it != j.end(); ++it)
@@ -346,7 +374,21 @@ inline InterventionSpec parse_intervention_spec(const nlohmann::json& j, const s
     s.align = parse_align(a);
   }
   s.rows = io::json_optional<bool>(j, "rows", false, where);
-  s.during_decoding = io::json_optional<bool>(j, "during_decoding", false, where);
+  {
+    const int given = static_cast<int>(has("scope")) + static_cast<int>(has("steps")) + static_cast<int>(has("during_decoding"));
+    MECHLENS_CHECK(given <= 1, ConfigError, "{}: give one of 'scope', 'steps' and 'during_decoding'", where);
+    if (has("scope")) {
+      const auto sc = io::json_as<std::string>(j.at("scope"), "scope", where);
+      if (sc == "prompt") s.steps = Steps::prompt();
+      else if (sc == "generated") s.steps = Steps::generated();
+      else if (sc == "both") s.steps = Steps::all();
+      else
+        ::mechlens::detail::raise<ConfigError>("{}: field 'scope' is '{}', expected prompt, generated or both", where,
+                                               sc.substr(0, 100));
+    }
+    if (has("steps")) s.steps = ::mechlens::detail::spec_steps(j.at("steps"), where);
+    if (io::json_optional<bool>(j, "during_decoding", false, where)) s.steps = Steps::all();
+  }
 
   if (s.kind == Kind::KvSplice) {
     s.rerotate = io::json_optional<bool>(j, "rerotate", false, where);
@@ -422,7 +464,12 @@ inline nlohmann::json to_json(const InterventionSpec& s) {
   if (!s.heads.is_all()) j["heads"] = s.heads.indices;
   if (s.kind == Kind::KvSplice || s.kind == Kind::Patch || s.kind == Kind::Swap) j["align"] = align_name(s.align);
   if (s.rows) j["rows"] = true;
-  if (s.during_decoding) j["during_decoding"] = true;
+  if (s.kind != Kind::KvSplice) {
+    if (s.steps == Steps::prompt()) j["scope"] = "prompt";
+    else if (s.steps == Steps::generated()) j["scope"] = "generated";
+    else if (s.steps == Steps::all()) j["scope"] = "both";
+    else j["steps"] = std::to_string(s.steps.begin) + ":" + (s.steps.end == Steps::kOpen ? std::string() : std::to_string(s.steps.end));
+  }
   if (s.kind == Kind::KvSplice) {
     j["rerotate"] = s.rerotate;
     if (!s.slot_map.empty()) {
@@ -513,7 +560,7 @@ inline Intervention to_intervention(const InterventionSpec& s, const ActivationC
       case Kind::KvSplice: break;
     }
   }
-  return s.during_decoding ? out.during_decoding() : out;
+  return out.at_steps(s.steps);
 }
 
 /// A row-wise patch or swap (rows: true) of a left-padded batch: patch_rows at spec_hooks(s),
@@ -527,8 +574,7 @@ inline Intervention to_row_intervention(const InterventionSpec& s, const Activat
   MECHLENS_CHECK(s.positions.is_all() && s.heads.is_all(), ArgumentError,
                  "to_row_intervention: a row-wise patch covers every position and head (positions {}, heads given: {})",
                  s.positions.str(), !s.heads.is_all());
-  Intervention out = patch_rows(spec_hooks(s), source, std::move(n_source), std::move(n_target), s.align);
-  return s.during_decoding ? out.during_decoding() : out;
+  return patch_rows(spec_hooks(s), source, std::move(n_source), std::move(n_target), s.align).at_steps(s.steps);
 }
 
 /// The options of a plain KV splice (splice_kv) from a kv_splice spec without rows.

@@ -12,8 +12,10 @@
 ///   gen.max_new_tokens = 50;
 ///   auto out = mechlens::decode(*model, state, gen);
 ///
-/// Interventions applied to the model stay active: those made with `.during_decoding()` act on
-/// every step (the step index is in the hook context), the others on prefill only.
+/// Interventions applied to the model stay active, each in its scope (hooks/intervention.hpp): by
+/// default the whole prompt, so the first step (the pending token) runs them too; those scoped to
+/// generated tokens act on the later steps. Steps after the last one a hook acts in run as a
+/// captured CUDA graph where one can be used.
 
 #include <algorithm>
 #include <cstdint>
@@ -74,7 +76,7 @@ struct GenerationResult {
   /// Per row and step: top-1 minus top-2 logit (only with record_margins).
   std::vector<std::vector<double>> margins;
   /// Whether the decoding steps ran as a captured CUDA graph (see GenerationOptions::use_cuda_graph:
-  /// CUDA build and device, a fused model, no active hook, more than one step).
+  /// CUDA build and device, a fused model, more than one step after the last one a hook acts in).
   bool used_cuda_graph = false;
 };
 
@@ -102,13 +104,23 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
   at::Tensor position = state.position.view({b, 1});
   int64_t taken = 0;
   bool used_cuda_graph = false;
+  // Columns (RunState): the prompt's P columns end with the pending token, fed first.
+  if (state.prompt_columns < 0) state.prompt_columns = state.cache.length() + 1 - state.decoded;
+  const int64_t prompt_columns = state.prompt_columns;
+  auto column_of = [&](int64_t step) { return prompt_columns - 1 + state.decoded + step; };
+  // Steps up to the last generation step an attached hook acts in run eagerly (hooks run there).
+  const int64_t hooks_end = model.hooks().attached_steps_end();
+  int64_t eager_steps = 0;
+  while (eager_steps < steps && column_of(eager_steps) - prompt_columns + 1 < hooks_end) ++eager_steps;
 
   // One step: logits [b, vocab] for `token` at `position`, appending to the cache.
   auto eager_step = [&](int64_t step) {
     ForwardOptions opt;
     opt.cache = &state.cache;
     opt.positions = position;
-    opt.step = step + 1;
+    opt.step = state.decoded + step + 1;
+    opt.first_column = column_of(step);
+    opt.prompt_columns = prompt_columns;
     opt.last_position_only = true;
     opt.allow_long_context = options.allow_long_context;
     return model.forward(token, opt).select(1, 0);
@@ -131,7 +143,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
     }
   };
 #ifdef MECHLENS_WITH_CUDA
-  if (options.use_cuda_graph && dev.is_cuda() && model.fused() && !model.hooks().any_active() && steps > 1) {
+  if (options.use_cuda_graph && dev.is_cuda() && model.fused() && steps - eager_steps > 1) {
     // Graphs are captured on a side stream; the whole loop runs there, joined at both ends.
     c10::cuda::getCurrentCUDAStream().synchronize();
     {
@@ -139,7 +151,10 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
       c10::cuda::CUDAStreamGuard guard(stream);
       CudaGraphStep graph_step(model, state.cache);
       used_cuda_graph = true;
-      loop([&](int64_t) { return graph_step(token, position); });
+      loop([&](int64_t step) {
+        if (step < eager_steps) return eager_step(step);
+        return graph_step(token, position, column_of(step), prompt_columns);
+      });
       stream.synchronize();
     }
   } else {
@@ -150,6 +165,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
 #endif
   state.pending = token.view({b});
   state.position = position.view({b});
+  state.decoded += taken;
 
   GenerationResult result;
   result.used_cuda_graph = used_cuda_graph;

@@ -27,6 +27,11 @@ struct PromptState {
   at::Tensor pending;      ///< [batch] int64: each row's last prompt token, fed first by decode()
   at::Tensor position;     ///< [batch] int64: the pending token's position
   std::vector<std::vector<int64_t>> prompts;  ///< the prompt ids, for records
+  /// The prompt's columns: the longest prompt's tokens (left padding makes every row this wide),
+  /// the pending token included; -1: unknown (decode then counts every cached slot as prompt).
+  int64_t prompt_columns = -1;
+  /// Tokens decode() has fed so far (the pending token first).
+  int64_t decoded = 0;
 
   int64_t batch() const { return pending.size(0); }
   /// A deep copy; `capacity` as KVCache::clone.
@@ -36,6 +41,8 @@ struct PromptState {
     s.pending = pending.clone();
     s.position = position.clone();
     s.prompts = prompts;
+    s.prompt_columns = prompt_columns;
+    s.decoded = decoded;
     return s;
   }
 };
@@ -110,11 +117,13 @@ inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64
     opt.last_position_only = true;
     opt.allow_long_context = allow_long_context;
     opt.positions = ((live.to(at::kLong).cumsum(1) - 1).clamp_min(0) + offset).to(dev);
+    opt.prompt_columns = longest + 1;  // the pending token is the prompt's last column
     if (padded) opt.attention_mask = live.to(dev);
     model.forward(ids.to(dev), opt);
   }
   state.pending = pending.to(dev);
   state.position = position.to(dev);
+  state.prompt_columns = longest + 1;
   return state;
 }
 

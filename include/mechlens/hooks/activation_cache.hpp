@@ -138,6 +138,14 @@ class ActivationCache {
         store->tensors[ctx.name] = kept;
         if (live.defined()) store->live[ctx.name] = live;
         else store->live.erase(ctx.name);
+        // How many of the positions (from column 0) are the prompt: a generation's prefill
+        // holds all but the pending token, which an accumulating cache appends next.
+        const RunState& run = ctx.run;
+        if (opts.positions.is_all() && layout.pos_dim >= 0 && run.first_column == 0 &&
+            run.columns == x.size(layout.pos_dim) && run.prompt_columns != std::numeric_limits<int64_t>::max())
+          store->prompt[ctx.name] = run.prompt_columns;
+        else
+          store->prompt.erase(ctx.name);
       }
       return std::nullopt;
     };
@@ -209,6 +217,7 @@ class ActivationCache {
     ActivationCache copy;
     copy.store_->tensors = store_->tensors;
     copy.store_->live = store_->live;
+    copy.store_->prompt = store_->prompt;
     copy.store_->points = store_->points;
     copy.options_ = options_;
     return copy;
@@ -221,6 +230,14 @@ class ActivationCache {
   at::Tensor live(const std::string& name) const {
     auto it = store_->live.find(name);
     return it == store_->live.end() ? at::Tensor() : it->second;
+  }
+  /// How many of the stored positions of `name`, from the first, are the prompt of the run that
+  /// recorded them (the pending token included; the rest are generated tokens, with
+  /// CacheOptions::accumulate); -1 when the positions are not a run's from its first column (a
+  /// position slice, a cache of one decoding step): patches then take every position as prompt.
+  int64_t prompt_columns(const std::string& name) const {
+    auto it = store_->prompt.find(name);
+    return it == store_->prompt.end() ? -1 : it->second;
   }
   /// Bytes held now.
   int64_t bytes() const {
@@ -236,12 +253,14 @@ class ActivationCache {
   void clear() {
     store_->tensors.clear();
     store_->live.clear();
+    store_->prompt.clear();
   }
 
  private:
   struct Store {
     std::map<std::string, at::Tensor> tensors;
     std::map<std::string, at::Tensor> live;
+    std::map<std::string, int64_t> prompt;  ///< prompt_columns()
     std::map<std::string, const HookPoint*> points;
     std::vector<c10::Stream> pending_streams;  ///< streams with device-to-host copies in flight
     void note_stream(const c10::Stream& s) {

@@ -149,16 +149,20 @@ class HookRegistry {
   }
 
   /// Attaches `fn` to every hook point `pattern` selects (exact name or glob). The hooks stay
-  /// attached until the returned handle is destroyed or reset.
-  [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn) { return attach(select(pattern), fn); }
-  [[nodiscard]] HookHandle add_hook(const std::function<bool(const std::string&)>& predicate, HookFn fn) {
-    return attach(select(predicate), fn);
+  /// attached until the returned handle is destroyed or reset. `steps`: the generation steps they
+  /// act in (Steps, hook_point.hpp; default every forward).
+  [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn, Steps steps = Steps::all()) {
+    return attach(select(pattern), fn, steps);
   }
-  [[nodiscard]] HookHandle attach(const std::vector<HookPoint*>& points, const HookFn& fn) {
+  [[nodiscard]] HookHandle add_hook(const std::function<bool(const std::string&)>& predicate, HookFn fn,
+                                    Steps steps = Steps::all()) {
+    return attach(select(predicate), fn, steps);
+  }
+  [[nodiscard]] HookHandle attach(const std::vector<HookPoint*>& points, const HookFn& fn, Steps steps = Steps::all()) {
     std::vector<std::pair<HookPoint*, uint64_t>> added;
     for (auto* p : points) {
       uint64_t id = core_->next_id++;
-      p->attach(id, fn);
+      p->attach(id, fn, steps);
       added.emplace_back(p, id);
     }
     return HookHandle(core_, std::move(added));
@@ -169,10 +173,17 @@ class HookRegistry {
     for (auto& p : core_->points) p.detach_all();
   }
   /// True when any hook point has a hook attached.
-  bool any_active() const {
+  bool any_attached() const {
     for (auto& p : core_->points)
-      if (p.active()) return true;
+      if (p.attached()) return true;
     return false;
+  }
+  /// The end of the last generation step an attached hook acts in (Steps; 0 when none is
+  /// attached): decoding steps from there on run no hook.
+  int64_t attached_steps_end() const {
+    int64_t end = 0;
+    for (auto& p : core_->points) end = std::max(end, p.steps_end());
+    return end;
   }
 
   RunState& run_state() { return core_->run; }

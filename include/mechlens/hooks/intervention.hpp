@@ -10,9 +10,14 @@
 /// Order (tested): in `a | b` the parts of `a` are attached first, so at a hook point both touch,
 /// `a` runs first and `b` sees `a`'s result. Parts at different hook points run in forward order.
 ///
-/// Steps: by default an intervention acts on plain forwards and on the prefill of a generation
-/// (HookContext::run.step <= 0) and leaves the decoding steps alone; `.during_decoding()` keeps it
-/// active on every step (hooks then see the step index in their context).
+/// Scope: which tokens an intervention touches when it stays applied through a generation
+/// (docs/design.md, "Intervention scopes"). By default, the whole prompt: every prompt token in a
+/// plain forward or a prefill, and the pending last token, which the first decoding step feeds;
+/// generated tokens are left alone. `.scope(Scope::Generated)` touches only generated tokens,
+/// `.scope(Scope::Both)` all of them, `.at_steps(a, b)` the generation steps [a, b) (step 0 is the
+/// prompt, step g the g-th generated token: nnsight's `iter[a:b]`). Hooks see the step and the
+/// column of each token in their context (RunState). Scopes belong to each part: in `a | b` each
+/// keeps its own, and a scope set on `a | b` applies to both.
 
 #include <string>
 #include <utility>
@@ -22,41 +27,72 @@
 
 namespace mechlens {
 
+/// The named scopes (Steps for the general case).
+enum class Scope { Prompt, Generated, Both };
+
+inline Steps steps_of(Scope s) {
+  switch (s) {
+    case Scope::Prompt: return Steps::prompt();
+    case Scope::Generated: return Steps::generated();
+    case Scope::Both: return Steps::all();
+  }
+  return Steps::prompt();
+}
+
 class Intervention {
  public:
   struct Part {
     std::string pattern;  ///< exact hook name or glob
     HookFn fn;
     std::string label;    ///< what it does, for logs and results ("v_swap L24 positions all")
+    Steps steps = Steps::prompt();  ///< the generation steps it acts in
   };
 
   Intervention() = default;
   Intervention(std::string pattern, HookFn fn, std::string label = {}) {
-    parts_.push_back({std::move(pattern), std::move(fn), std::move(label)});
+    parts_.push_back({std::move(pattern), std::move(fn), std::move(label), Steps::prompt()});
   }
 
   /// Both, `*this` first (see the file comment for the order).
   Intervention operator|(const Intervention& other) const {
     Intervention out = *this;
     out.parts_.insert(out.parts_.end(), other.parts_.begin(), other.parts_.end());
-    out.all_steps_ = all_steps_ && other.all_steps_;
     return out;
   }
   Intervention& operator|=(const Intervention& other) { return *this = *this | other; }
 
-  /// Keeps the intervention active on decoding steps too.
-  Intervention during_decoding() const {
+  /// Every part acts in this scope.
+  Intervention scope(Scope s) const { return at_steps(steps_of(s)); }
+  /// Every part acts in generation steps [begin, end) (Steps::kOpen: no end).
+  Intervention at_steps(int64_t begin, int64_t end = Steps::kOpen) const { return at_steps(Steps::range(begin, end)); }
+  Intervention at_steps(Steps steps) const {
+    MECHLENS_CHECK(steps.begin >= 0 && steps.begin < steps.end, ArgumentError,
+                   "Intervention::at_steps({}, {}): expected 0 <= begin < end (step 0 is the prompt, g the g-th "
+                   "generated token)",
+                   steps.begin, steps.end);
     Intervention out = *this;
-    out.all_steps_ = true;
+    for (auto& p : out.parts_) p.steps = steps;
     return out;
   }
-  bool all_steps() const { return all_steps_; }
+  /// The prompt and every generated token: scope(Scope::Both).
+  Intervention during_decoding() const { return scope(Scope::Both); }
 
   const std::vector<Part>& parts() const { return parts_; }
   bool empty() const { return parts_.empty(); }
+  /// The scope every part shares; "mixed" when the parts differ.
+  std::string scope_str() const {
+    if (parts_.empty()) return Steps::prompt().str();
+    for (const auto& p : parts_)
+      if (p.steps != parts_.front().steps) return "mixed";
+    return parts_.front().steps.str();
+  }
   std::string describe() const {
     std::string s;
-    for (size_t i = 0; i < parts_.size(); ++i) s += (i ? " | " : "") + (parts_[i].label.empty() ? parts_[i].pattern : parts_[i].label);
+    for (size_t i = 0; i < parts_.size(); ++i) {
+      const Part& p = parts_[i];
+      s += (i ? " | " : "") + (p.label.empty() ? p.pattern : p.label);
+      if (p.steps != Steps::prompt()) s += " [" + p.steps.str() + "]";
+    }
     return s;
   }
 
@@ -64,22 +100,12 @@ class Intervention {
   /// no hook point is an error, and nothing stays attached.
   [[nodiscard]] HookHandle apply(HookRegistry& registry) const {
     HookHandle all;
-    for (const auto& part : parts_) {
-      HookFn fn = part.fn;
-      if (!all_steps_) {
-        fn = [inner = part.fn](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-          if (ctx.run.step > 0) return std::nullopt;
-          return inner(x, ctx);
-        };
-      }
-      all.merge(registry.add_hook(part.pattern, std::move(fn)));
-    }
+    for (const auto& part : parts_) all.merge(registry.add_hook(part.pattern, part.fn, part.steps));
     return all;
   }
 
  private:
   std::vector<Part> parts_;
-  bool all_steps_ = false;
 };
 
 }  // namespace mechlens

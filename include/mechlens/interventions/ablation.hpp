@@ -23,7 +23,7 @@ inline Intervention zero_ablate(const std::string& pattern, Selection sel = {}) 
     out |= Intervention(
         name,
         [sel](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name);
+          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name, &ctx.run);
           return detail::blend(x, mask, at::zeros({}, x.options()));
         },
         "zero " + name);
@@ -44,7 +44,7 @@ inline Intervention mean_ablate(const std::string& pattern, const at::Tensor& me
                              x.sizes().slice(static_cast<size_t>(x.dim() - mean.dim())) == mean.sizes(),
                          ShapeError, "mean ablation at hook '{}': mean of shape {} does not broadcast over {}",
                          ctx.name, shape_str(mean.sizes()), shape_str(x.sizes()));
-          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name), mean);
+          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name, &ctx.run), mean);
         },
         "mean-ablate " + name);
   return out;
@@ -62,7 +62,7 @@ inline Intervention mean_ablate(const std::string& pattern, const ActivationCach
           HookLayout layout = hook_layout(ctx.point);
           const at::Tensor& ref = reference.get(ctx.name);
           at::Tensor mean = ref.to(at::kFloat).mean(std::vector<int64_t>{layout.batch_dim, layout.pos_dim});
-          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name), mean);
+          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name, &ctx.run), mean);
         },
         "mean-ablate " + name);
   return out;
@@ -84,7 +84,8 @@ inline Intervention resample_ablate(const std::string& pattern, const Activation
           at::Tensor rows = at::randint(src.size(layout.batch_dim), {x.size(layout.batch_dim)}, gen,
                                         at::TensorOptions().dtype(at::kLong));
           at::Tensor drawn = src.index_select(layout.batch_dim, rows.to(src.device()));
-          return detail::patched(x, drawn, layout, sel, Align::Exact, ctx.name);
+          return detail::patched(x, drawn, layout, sel, Align::Exact, ctx.name, &ctx.run, {},
+                                 other.prompt_columns(ctx.name));
         },
         "resample " + name);
   return out;

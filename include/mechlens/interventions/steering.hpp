@@ -21,7 +21,7 @@ inline Intervention steer(const std::string& pattern, const at::Tensor& vector, 
                              x.sizes().slice(static_cast<size_t>(x.dim() - vector.dim())) == vector.sizes(),
                          ShapeError, "steering at hook '{}': vector of shape {} does not broadcast over {}", ctx.name,
                          shape_str(vector.sizes()), shape_str(x.sizes()));
-          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name);
+          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name, &ctx.run);
           at::Tensor shifted = x + vector.to(x.options()) * scale;
           return mask.defined() ? at::where(mask, shifted, x) : shifted;
         },
@@ -35,7 +35,7 @@ inline Intervention scale(const std::string& pattern, double factor, Selection s
     out |= Intervention(
         name,
         [sel, factor](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name);
+          at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name, &ctx.run);
           at::Tensor scaled = x * factor;
           return mask.defined() ? at::where(mask, scaled, x) : scaled;
         },

@@ -47,6 +47,13 @@ struct ForwardOptions {
   KVCache* cache = nullptr;
   /// Told to hooks: -1 plain forward, 0 prefill, k >= 1 the k-th decoding step.
   int64_t step = -1;
+  /// Told to hooks (RunState, which decides the steps an intervention acts in): the column of
+  /// this forward's first token, and the prompt's columns (-1: this forward is the whole prompt,
+  /// first_column + its tokens). prefill() and decode() set both; a teacher-forced forward over
+  /// prompt + continuation sets prompt_columns to the prompt's length, so that interventions
+  /// scoped to generated tokens act on the continuation.
+  int64_t first_column = 0;
+  int64_t prompt_columns = -1;
   /// Compute logits for the last position only ([batch, 1, vocab]).
   bool last_position_only = false;
   /// Stop after this layer's block (its hooks run; later layers, the final norm and the logits
@@ -238,10 +245,17 @@ class ModelImpl : public torch::nn::Module {
                    "unwritten; run without a cache (R_V needs none) or without stop_after_layer",
                    opt.stop_after_layer, opt.stop_after_layer + 1, cfg_.n_layers());
 
+    MECHLENS_CHECK(opt.first_column >= 0 && (opt.prompt_columns < 0 || opt.prompt_columns > 0), ArgumentError,
+                   "Model::forward: first_column {} / prompt_columns {} (expected first_column >= 0 and "
+                   "prompt_columns -1 or positive)",
+                   opt.first_column, opt.prompt_columns);
     RunState& state = hooks_.run_state();
     state.step = opt.step;
     state.positions = positions;
     state.live = live;
+    state.first_column = opt.first_column;
+    state.columns = p;
+    state.prompt_columns = opt.prompt_columns < 0 ? opt.first_column + p : opt.prompt_columns;
 
     // Masks are built once per forward and shared by every layer.
     at::Tensor mask;

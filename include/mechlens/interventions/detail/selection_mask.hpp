@@ -3,6 +3,7 @@
 /// Internals shared by the interventions: turning a Selection into a boolean mask that broadcasts
 /// over an activation, and expanding "blocks.*." patterns over a layer range.
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -17,16 +18,42 @@
 
 namespace mechlens::detail {
 
+/// The columns of a forward whose activation has `pos` positions (RunState): the model's when it
+/// set them for this forward, else a plain forward of its own (columns 0..pos-1, all prompt).
+struct ForwardColumns {
+  int64_t first = 0;   ///< the column of position 0
+  int64_t prompt = 0;  ///< the prompt's columns
+  static ForwardColumns of(const RunState* run, int64_t pos) {
+    if (run && run->columns == pos && run->prompt_columns != std::numeric_limits<int64_t>::max())
+      return {run->first_column, run->prompt_columns};
+    return {0, pos};
+  }
+};
+
+/// The indices along x's positions that a Positions selection picks. Positions name the
+/// prompt's columns (last(n): the prompt's last n tokens, the pending one included), wherever
+/// the forward runs: the prefill holds all but the last of them, the first decoding step the
+/// last. Generated tokens are picked only by Positions::all() (choose them by steps).
+inline std::vector<int64_t> positions_in_forward(const Positions& positions, const ForwardColumns& cols, int64_t pos,
+                                                 const std::string& where) {
+  std::vector<int64_t> out;
+  for (int64_t c : positions.resolve(cols.prompt, where))
+    if (c >= cols.first && c < cols.first + pos) out.push_back(c - cols.first);
+  return out;
+}
+
 /// A bool mask broadcastable to x (true = selected), or undefined when everything is selected.
-/// Every index is checked against x; the error names the hook, x's shape and the selection.
+/// Every index is checked (positions against the prompt's columns, rows and heads against x); the
+/// error names the hook, x's shape and the selection. `run` places x's positions among the
+/// sequence's columns (nullptr: x is a whole prompt).
 inline at::Tensor selection_mask(const at::Tensor& x, const HookLayout& layout, const Selection& sel,
-                                 const std::string& hook) {
+                                 const std::string& hook, const RunState* run = nullptr) {
   at::Tensor mask;
   auto restrict = [&](int64_t dim, const std::vector<int64_t>& idx) {
     std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
     shape[static_cast<size_t>(dim)] = x.size(dim);
     at::Tensor m = at::zeros({x.size(dim)}, at::TensorOptions().dtype(at::kBool).device(x.device()));
-    m.index_fill_(0, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(x.device()), true);
+    if (!idx.empty()) m.index_fill_(0, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(x.device()), true);
     m = m.view(shape);
     mask = mask.defined() ? mask.logical_and(m) : m;
   };
@@ -35,7 +62,8 @@ inline at::Tensor selection_mask(const at::Tensor& x, const HookLayout& layout, 
   if (!sel.positions.is_all()) {
     MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "{}: positions {} selected but it has no position dimension",
                    where, sel.positions.str());
-    restrict(layout.pos_dim, sel.positions.resolve(x.size(layout.pos_dim), where));
+    const int64_t pos = x.size(layout.pos_dim);
+    restrict(layout.pos_dim, positions_in_forward(sel.positions, ForwardColumns::of(run, pos), pos, where));
   }
   if (!sel.heads.is_all()) {
     MECHLENS_CHECK(layout.head_dim >= 0, ArgumentError,
