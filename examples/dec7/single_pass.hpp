@@ -1,10 +1,10 @@
 #pragma once
-// Phase 1's "what did not transfer the mode": single forward-pass patches. The baseline prompt is
-// prefilled while, at the chosen layer, its V (or Q, or Q+K+V, or the residual stream after the
-// layer) at every prefilled token is replaced by the recursive prompt's; then it decodes on the
-// cache that patched pass wrote. The residual stream is also patched at all layers at once.
-// The patch acts in the prefill only (the study's "single forward pass"); the pending last token
-// and the generated tokens run unpatched.
+// Phase 1's "what did not transfer the mode": single forward-pass patches. At the chosen layer the
+// baseline prompt's V (or Q, or Q+K+V, or the residual stream after the layer) at every prompt
+// token is replaced by the recursive prompt's; then it decodes on the cache that patched pass
+// wrote. The residual stream is also patched at all layers at once. Scope: the whole prompt (the
+// prefill and the pending last token, as the study's hooks patched it); generated tokens run
+// unpatched.
 
 #include "common.hpp"
 #include "mechlens/experiments/rv.hpp"
@@ -57,8 +57,8 @@ inline PhaseResult run_single_pass(Setup& s, const std::vector<LayerRange>& laye
   PhaseResult r;
   r.summary = ex::summarize_records(s.log().records(), conditions, contrasts, so);
   r.table = fmt::format(
-      "Single forward-pass patches into the baseline prompt from the recursive prompt ({} pairs; the patch acts "
-      "on the prefill only)\n\n{}\n{}",
+      "Single forward-pass patches into the baseline prompt from the recursive prompt ({} pairs; scope: the "
+      "whole prompt, its last token included; generated tokens unpatched)\n\n{}\n{}",
       s.pairs.size(), ex::condition_table(r.summary), ex::contrast_table(r.summary));
   write_phase(s, "single_pass", r.summary, r.table, "Single forward-pass patches: % transfer",
               {transfer_panel(r.summary, "", "% transfer by patch (95% BCa CI)")});

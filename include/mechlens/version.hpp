@@ -4,7 +4,7 @@
 /// place the mechlens version is written: CMakeLists.txt reads the three numbers below for
 /// project(mechlens VERSION ...), so the package version and these macros cannot drift apart.
 ///
-///   mechlens::version()           // "0.2.0"
+///   mechlens::version()           // "0.3.0"
 ///   mechlens::libtorch_version()  // e.g. "1.13.0" (TORCH_VERSION of <torch/version.h>)
 
 #include <string>
@@ -12,7 +12,7 @@
 #include <torch/version.h>
 
 #define MECHLENS_VERSION_MAJOR 0
-#define MECHLENS_VERSION_MINOR 2
+#define MECHLENS_VERSION_MINOR 3
 #define MECHLENS_VERSION_PATCH 0
 
 #define MECHLENS_DETAIL_STRINGIFY2(x) #x

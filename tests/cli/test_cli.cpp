@@ -509,6 +509,76 @@ TEST_CASE("generate with a KV splice reproduces transformers for equal and unequ
   }
 }
 
+TEST_CASE("generate --patch-file runs interventions in each scope as transformers' generate() with hooks does") {
+  // scopes.json (tests/reference/make_scope_references.py): the same interventions as PyTorch
+  // hooks on transformers' modules during generate().
+  for (const char* name : {"llama_tied", "mistral_swa"}) {
+    const auto ref = io::read_json_file(model_dir(name) + "/scopes.json");
+    int checked = 0;
+    for (const auto& rec : ref.at("cases")) {
+      const std::string c = rec.at("case");
+      nlohmann::json spec;
+      const std::string scope = rec.at("scope");
+      if (c == "resid_patch_prompt" || c == "resid_patch_both" || c == "resid_patch_right_short") {
+        spec = {{"kind", "patch"}, {"hook", rec.at("hook")}, {"align", rec.at("align")},
+                {"source", {{"ids", rec.at("source_ids")}}}};
+      } else if (c == "steer_generated" || c == "steer_steps_2_4") {
+        spec = {{"kind", "steering"}, {"hook", rec.at("hook")}, {"vector", rec.at("vector")}, {"scale", rec.at("scale")}};
+      } else if (c == "zero_head_generated") {
+        spec = {{"kind", "ablation"}, {"mode", "zero"}, {"hook", rec.at("hook")}, {"heads", {rec.at("head")}}};
+      } else {
+        continue;
+      }
+      if (scope == "steps 2:4") spec["steps"] = "2:4";
+      else if (scope != "prompt") spec["scope"] = scope;  // the prompt scope is the default
+      const std::string file = write_file(std::string(name) + "_" + c + ".json", nlohmann::json::array({spec}).dump());
+      INFO(name << " " << c);
+      // resid_patch_both's source is its own greedy generation of as many tokens, which the
+      // command runs with the same options.
+      auto j = json_of(mechlens_cli({"generate", "--model", model_dir(name), "--ids", join_ids(rec.at("target_ids")),
+                                     "--max-new-tokens", std::to_string(rec.at("new_ids").size()), "--ignore-eos",
+                                     "--patch-file", file}));
+      require_same_tokens(j.at("new_ids"), rec);
+      REQUIRE(j.at("interventions").size() == 1);
+      REQUIRE(j.at("interventions").at(0).get<std::string>().find("[" + scope + "]") != std::string::npos);
+      ++checked;
+    }
+    REQUIRE(checked == 6);
+  }
+  // forward has no generated tokens: a patch file scoped to them is refused there.
+  const std::string gen_only = write_file("gen_only.json", R"([{"kind": "scale", "hook": "blocks.0.hook_resid_post", "factor": 2, "scope": "generated"}])");
+  require_bad_argument(mechlens_cli({"forward", "--model", model_dir("llama_tied"), "--ids", "5,6,7", "--patch-file", gen_only,
+                                     "--out", (scratch() / "gen_only.safetensors").string()}),
+                       {"--patch-file entry 0", "generated tokens", "mechlens generate"});
+}
+
+TEST_CASE("generate --kv-heads and --kv-slots reach the splice: all heads or all slots is transformers' whole splice") {
+  const auto ref = io::read_json_file(model_dir("llama_gqa_llama3") + "/generation.json");
+  for (const auto& rec : ref.at("splice")) {
+    const auto t = rec.at("target_ids").size(), s = rec.at("source_ids").size();
+    const auto range = rec.at("layers").get<std::vector<int64_t>>();
+    if (t != s || range[0] != 2 || range[1] != 4 || rec.at("align") != "left") continue;
+    std::vector<std::string> base{"generate", "--model", model_dir("llama_gqa_llama3"), "--ids", join_ids(rec.at("target_ids")),
+                                  "--kv-source-ids", join_ids(rec.at("source_ids")), "--kv-layers", "2:4", "--max-new-tokens",
+                                  std::to_string(rec.at("new_ids").size()), "--ignore-eos"};
+    auto with = [&](std::vector<std::string> more) {
+      auto args = base;
+      args.insert(args.end(), more.begin(), more.end());
+      return json_of(mechlens_cli(args)).at("new_ids");
+    };
+    // Both KV heads (the model has 2), and every prefilled slot, are transformers' whole splice.
+    require_same_tokens(with({"--kv-heads", "0,1"}), rec);
+    require_same_tokens(with({"--kv-slots", "0:" + std::to_string(t - 1)}), rec);
+    require_same_tokens(with({"--kv-heads", "0,1", "--kv-slots", "0:" + std::to_string(t - 1)}), rec);
+    require_bad_argument(mechlens_cli([&] { auto a = base; a.insert(a.end(), {"--kv-heads", "2"}); return a; }()),
+                         {"--kv-heads", "head 2 does not exist", "2 KV heads"});
+    require_bad_argument(mechlens_cli([&] { auto a = base; a.insert(a.end(), {"--kv-slots", "3:1"}); return a; }()),
+                         {"--kv-slots", "3:1"});
+    return;
+  }
+  FAIL("generation.json has no equal-length left-aligned splice of layers 2:4");
+}
+
 TEST_CASE("generate with --kv-prefix-ids continues after the source's cache as transformers does") {
   for (const char* name : {"llama_gqa_llama3", "llama_tied"}) {
     INFO(name);

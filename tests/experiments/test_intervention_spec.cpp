@@ -147,7 +147,7 @@ TEST_CASE("Hook specs make the interventions they describe (values by hand)", "[
   }
   CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}})).scope_str() == "prompt");
   CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"during_decoding", true}}))
-            .scope_str() == "prompt+generated");
+            .scope_str() == "both");
   CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"scope", "generated"}}))
             .scope_str() == "generated");
   CHECK(ex::to_intervention(spec({{"kind", "scale"}, {"hook", "h"}, {"factor", 2.0}, {"steps", "2:5"}}))

@@ -115,31 +115,45 @@ TEST_CASE("KV splice of prompts of different lengths without an alignment names 
   }
 }
 
-TEST_CASE("Row patch of a padded batch equals patch() on each row alone", "[experiments][patch]") {
+TEST_CASE("Row patch of a padded batch equals patch() on each row alone, the pending token included",
+          "[experiments][patch]") {
   Model model = load_model(test::reference_model("mistral_swa"));
   const std::vector<std::string> hooks = {"blocks.1.attn.hook_v", "blocks.2.hook_resid_post"};
   CacheOptions co;
   co.names = hooks;
-  std::vector<int64_t> nt;
-  std::vector<std::vector<int64_t>> src_prefill;
-  for (const auto& s : kSources) src_prefill.push_back({s.begin(), s.end() - 1});
-  const LeftPadded src = left_pad(src_prefill);
+  // The sources over their whole prompts; lengths count every prompt token.
+  const LeftPadded src = left_pad(kSources);
   const std::vector<int64_t>& ns = src.lengths;
-  for (const auto& t : kTargets) nt.push_back(static_cast<int64_t>(t.size()) - 1);
+  std::vector<int64_t> nt;
+  for (const auto& t : kTargets) nt.push_back(static_cast<int64_t>(t.size()));
   ForwardOptions fo;
   fo.attention_mask = src.live;
   auto cached = model->run_with_cache(src.ids, co, fo).second;
-  PromptState batch = [&] {
+  GenerationOptions go;
+  go.max_new_tokens = 5;
+  go.use_model_eos = false;
+  PromptState batch;
+  GenerationResult batch_out;
+  {
     auto scope = model->apply(patch_rows(hooks, cached, ns, nt, Align::Right));
-    return prefill(*model, kTargets, 0);
-  }();
+    batch = prefill(*model, kTargets, 5);
+    batch_out = decode(*model, batch, go);
+  }
   for (size_t r = 0; r < kTargets.size(); ++r) {
-    auto one = model->run_with_cache(at::tensor(src_prefill[r], at::kLong).view({1, -1}), co).second;
+    INFO("row " << r);
+    auto one = model->run_with_cache(at::tensor(kSources[r], at::kLong).view({1, -1}), co).second;
     auto scope = model->apply(patch(hooks[0], one, {}, Align::Right) | patch(hooks[1], one, {}, Align::Right));
-    PromptState alone = prefill(*model, kTargets[r], 0);
+    PromptState alone = prefill(*model, kTargets[r], 5);
+    auto out = decode(*model, alone, go);
+    CHECK(out.tokens[0] == batch_out.tokens[r]);
     for (bool keys : {true, false})
       CHECK(test::max_rel_diff(real_slots(batch.cache, static_cast<int64_t>(r), keys), real_slots(alone.cache, 0, keys)) < 1e-5);
   }
+  // Lengths of the prefilled tokens only (the pending token left out) do not describe the run.
+  std::vector<int64_t> short_nt;
+  for (int64_t n : nt) short_nt.push_back(n - 1);
+  auto scope = model->apply(patch_rows(hooks, cached, ns, short_nt, Align::Right));
+  CHECK_THROWS_WITH(prefill(*model, kTargets, 5), Catch::Contains("n_target counts each row's whole prompt"));
 }
 
 TEST_CASE("A KV-transfer condition decodes a padded batch as it decodes each pair alone", "[experiments][splice]") {

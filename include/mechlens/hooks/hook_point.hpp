@@ -69,11 +69,11 @@ struct Steps {
   bool covers(int64_t first, int64_t last) const { return first >= begin && last < end; }
   bool operator==(const Steps& o) const { return begin == o.begin && end == o.end; }
   bool operator!=(const Steps& o) const { return !(*this == o); }
-  /// "prompt", "generated", "prompt+generated" or "steps a:b".
+  /// "prompt", "generated", "both" or "steps a:b".
   std::string str() const {
     if (*this == prompt()) return "prompt";
     if (*this == generated()) return "generated";
-    if (*this == all()) return "prompt+generated";
+    if (*this == all()) return "both";
     return "steps " + std::to_string(begin) + ":" + (end == kOpen ? std::string() : std::to_string(end));
   }
 };
