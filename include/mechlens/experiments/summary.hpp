@@ -321,17 +321,20 @@ inline std::string csv_num(double v) { return std::isfinite(v) ? fmt::format("{:
 
 /// One CSV for the run (io/csv.hpp): a row per condition (kind "condition") and per contrast
 /// (kind "contrast"); empty fields where a column does not apply or a number is undefined.
+/// Contrasts also say which condition their transfer efficiency is measured from
+/// (`te_baseline`), whether both conditions scored alike on every pair (`identical`: no test) and
+/// whether the efficiency is withheld because the natural gap is not there (`no_natural_gap`).
 inline std::string summary_csv(const Summary& s) {
   using detail::csv_num;
   std::string out = io::csv_row({"kind", "name", "a", "b", "n", "mean", "sd", "mean_ci_low", "mean_ci_high", "delta",
                                  "delta_ci_low", "delta_ci_high", "d_study", "d_pooled", "d_z", "t", "df", "p",
                                  "p_adjusted", "correction", "wilcoxon_p", "transfer_efficiency", "te_ci_low",
-                                 "te_ci_high"});
+                                 "te_ci_high", "te_baseline", "identical", "no_natural_gap"});
   const std::string none;
   for (const auto& c : s.conditions)
     out += io::csv_row({"condition", c.name, none, none, fmt::format("{}", c.n), csv_num(c.mean), csv_num(c.sd),
                         csv_num(c.mean_ci.low), csv_num(c.mean_ci.high), none, none, none, none, none, none, none,
-                        none, none, none, none, none, none, none, none});
+                        none, none, none, none, none, none, none, none, none, none, none});
   for (const auto& c : s.contrasts)
     out += io::csv_row({"contrast", c.spec.name, c.spec.a, c.spec.b, fmt::format("{}", c.n_pairs), none, none, none,
                         none, csv_num(c.delta), csv_num(c.delta_ci.low), csv_num(c.delta_ci.high),
@@ -339,7 +342,8 @@ inline std::string summary_csv(const Summary& s) {
                         csv_num(c.t_test.statistic), csv_num(c.t_test.df), csv_num(c.t_test.p_value),
                         csv_num(c.p_adjusted), c.correction, csv_num(c.wilcoxon.p_value),
                         c.te ? csv_num(c.te->value.value) : none, c.te ? csv_num(c.te->ci.low) : none,
-                        c.te ? csv_num(c.te->ci.high) : none});
+                        c.te ? csv_num(c.te->ci.high) : none, c.te ? c.spec.te_baseline : none,
+                        c.identical ? "true" : "false", c.te && c.te->no_natural_gap ? "true" : "false"});
   return out;
 }
 
