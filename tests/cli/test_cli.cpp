@@ -203,8 +203,8 @@ TEST_CASE("mechlens --help and every command's --help say what each flag does an
       {"generate", {"--model", "--dtype", "--device", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt",
                     "--chat", "--max-new-tokens",
                     "--temperature", "--top-k", "--top-p", "--seed", "--stop-ids", "--ignore-eos", "--kv-source-ids",
-                    "--kv-source-prompt", "--kv-layers", "--kv-align", "--kv-prefix-ids", "--kv-prefix-prompt",
-                    "--allow-long-context"}},
+                    "--kv-source-prompt", "--kv-layers", "--kv-align", "--kv-heads", "--kv-slots", "--patch-file",
+                    "--kv-prefix-ids", "--kv-prefix-prompt", "--allow-long-context"}},
       {"rv", {"--model", "--dtype", "--device", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt", "--chat",
               "--early", "--late", "--window", "--centered", "--per-head"}},
   };

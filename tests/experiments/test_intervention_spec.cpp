@@ -31,7 +31,7 @@ TEST_CASE("A canonical spec of every kind survives parse and to_json unchanged",
       {{"kind", "patch"}, {"hook", "blocks.*.attn.hook_v"}, {"layers", "2:4"}, {"positions", {1, 2}},
        {"heads", {0}}, {"align", "exact"}, {"scope", "both"}, {"source", {{"ids", {5, 6, 7}}}}},
       {{"kind", "patch"}, {"hook", "blocks.1.hook_resid_post"}, {"positions", {{"last", 2}}}, {"align", "left"},
-       {"steps", "1:"}, {"source", {{"prompt", "a text"}}}},
+       {"steps", "2:"}, {"source", {{"prompt", "a text"}}}},
       {{"kind", "ablation"}, {"hook", "blocks.3.hook_mlp_out"}, {"mode", "zero"}, {"positions", "1:3"}, {"scope", "generated"}},
       {{"kind", "ablation"}, {"hook", "blocks.3.hook_mlp_out"}, {"mode", "resample"}, {"positions", "all"},
        {"seed", 7}, {"scope", "prompt"}, {"source", {{"ids", {1, 2}}}}},
@@ -46,13 +46,19 @@ TEST_CASE("A canonical spec of every kind survives parse and to_json unchanged",
   }
 }
 
-TEST_CASE("A spec's defaults are written out: positions all, align exact, rerotate false", "[experiments][spec]") {
+TEST_CASE("A spec's defaults are written out: positions all, align exact, scope prompt, rerotate false", "[experiments][spec]") {
   CHECK(ex::to_json(spec({{"kind", "swap"}, {"site", "v"}, {"layers", 3}, {"source", {{"ids", {1}}}}})) ==
         json{{"kind", "swap"}, {"site", "v"}, {"layers", "3:4"}, {"positions", "all"}, {"align", "exact"},
-             {"source", {{"ids", {1}}}}});
+             {"scope", "prompt"}, {"source", {{"ids", {1}}}}});
   CHECK(ex::to_json(spec({{"kind", "kv_splice"}, {"source", {{"role", "recursive"}}}})) ==
         json{{"kind", "kv_splice"}, {"align", "exact"}, {"rerotate", false},
              {"source", {{"role", "recursive"}, {"pair", "same"}}}});
+  // Steps that a named scope covers are written as that scope; "during_decoding" (0.2) as both.
+  const json generated = ex::to_json(spec({{"kind", "patch"}, {"hook", "h"}, {"steps", "1:"}, {"source", {{"ids", {1}}}}}));
+  CHECK(generated.at("scope") == "generated");
+  CHECK_FALSE(generated.contains("steps"));
+  CHECK(ex::to_json(spec({{"kind", "patch"}, {"hook", "h"}, {"steps", "0:1"}, {"source", {{"ids", {1}}}}})).at("scope") == "prompt");
+  CHECK(ex::to_json(spec({{"kind", "ablation"}, {"hook", "h"}, {"mode", "zero"}, {"during_decoding", true}})).at("scope") == "both");
   const auto s = spec({{"kind", "kv_splice"}, {"layers", "1:3"}, {"align", "right"}, {"rerotate", true}});
   CHECK(s.layers->begin == 1);
   CHECK(s.layers->end == 3);

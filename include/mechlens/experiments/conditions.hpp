@@ -105,11 +105,6 @@ struct Condition {
 
 namespace detail {
 
-inline std::vector<std::vector<int64_t>> without_last(std::vector<std::vector<int64_t>> rows) {
-  for (auto& r : rows) r.pop_back();
-  return rows;
-}
-
 inline nlohmann::json source_json(const BatchContext& ctx, size_t row, Role role, const std::vector<size_t>* source_of) {
   const size_t s = source_of ? (*source_of)[row] : row;
   return {{"pair_id", (*ctx.pairs)[s].id}, {"role", role_name(role)}, {"prompt_ids", (*ctx.encoded)[s].ids(role)}};
