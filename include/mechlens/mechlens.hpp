@@ -4,6 +4,11 @@
 /// dependency of every layer); include the headers you use instead, e.g.
 /// <mechlens/models/load.hpp> and <mechlens/interventions/kv_splice.hpp>.
 
+#include "mechlens/attribution/attention_correction.hpp"
+#include "mechlens/attribution/attribution_patch.hpp"
+#include "mechlens/attribution/gradients.hpp"
+#include "mechlens/attribution/kv_attribution.hpp"
+#include "mechlens/attribution/metric.hpp"
 #include "mechlens/core/dtype.hpp"
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/filesystem.hpp"
@@ -34,6 +39,7 @@
 #include "mechlens/generation/prompt_state.hpp"
 #include "mechlens/generation/sampler.hpp"
 #include "mechlens/hooks/activation_cache.hpp"
+#include "mechlens/hooks/backward_hook.hpp"
 #include "mechlens/hooks/hook_layout.hpp"
 #include "mechlens/hooks/hook_point.hpp"
 #include "mechlens/hooks/hook_registry.hpp"

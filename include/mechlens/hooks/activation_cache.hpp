@@ -20,6 +20,7 @@
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/selection.hpp"
 #include "mechlens/core/shape.hpp"
+#include "mechlens/hooks/backward_hook.hpp"
 #include "mechlens/hooks/hook_layout.hpp"
 #include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/hooks/hook_registry.hpp"
@@ -60,97 +61,34 @@ class ActivationCache {
     std::vector<HookPoint*> points = select(registry, options);
     CacheOptions opts = options;
     HookFn fn = [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-      const HookPoint* point = store->points.at(ctx.name);
-      at::Tensor kept = x.detach();
-      // A view of a larger buffer (hook_q/k/v slice the fused q/k/v projection) would keep the
-      // whole buffer alive: store a compact copy, so bytes() and estimate_bytes() are the truth.
-      if (kept.storage().nbytes() > static_cast<size_t>(kept.numel()) * kept.element_size())
-        kept = kept.clone(at::MemoryFormat::Contiguous);
-      HookLayout layout = hook_layout(*point);
-      if (!opts.positions.is_all()) {
-        MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "activation cache: hook '{}' has no position dimension",
-                       ctx.name);
-        auto idx = opts.positions.resolve(kept.size(layout.pos_dim), ctx.name);
-        kept = kept.index_select(layout.pos_dim, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(kept.device()));
-      }
-      const at::ScalarType dtype = opts.dtype.value_or(kept.scalar_type());
-      const at::Device device = opts.device.value_or(kept.device());
-      if (device != kept.device() || dtype != kept.scalar_type()) {
-        auto target = at::TensorOptions().dtype(dtype).device(device);
-        if (device.is_cpu() && kept.is_cuda()) target = target.pinned_memory(true);
-        at::Tensor out = at::empty(kept.sizes(), target);
-        const bool async = device.is_cpu() && kept.is_cuda();
-        out.copy_(kept, /*non_blocking=*/async);
-        // The copy is queued on the device's current stream: reading `out` on the host waits for
-        // that stream first (ActivationCache::synchronize, called by every accessor).
-        if (async) store->note_stream(c10::impl::VirtualGuardImpl(kept.device().type()).getStream(kept.device()));
-        kept = out;
-      } else if (!opts.positions.is_all()) {
-        kept = kept.contiguous();
-      }
-      // Which kept positions were real tokens (left padding is false), for patches that must
-      // not carry padding into real positions. Undefined: every token was real.
-      at::Tensor live;
-      if (layout.pos_dim >= 0 && ctx.run.live.defined() && ctx.run.live.size(1) == x.size(layout.pos_dim)) {
-        live = ctx.run.live.to(at::kBool);
-        if (!opts.positions.is_all()) {
-          auto idx = opts.positions.resolve(live.size(1), ctx.name);
-          live = live.index_select(1, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(live.device()));
-        }
-      }
-      auto it = store->tensors.find(ctx.name);
-      if (opts.accumulate && it != store->tensors.end() && layout.pos_dim >= 0) {
-        auto before = store->live.find(ctx.name);
-        if (before != store->live.end() || live.defined()) {
-          auto all_real = [&](int64_t b, int64_t n, const at::Tensor& like) {
-            return at::ones({b, n}, like.options().dtype(at::kBool));
-          };
-          at::Tensor old_live = before != store->live.end() ? before->second
-                                                           : all_real(kept.size(layout.batch_dim),
-                                                                      it->second.size(layout.pos_dim), live);
-          at::Tensor new_live = live.defined() ? live.to(old_live.device())
-                                               : all_real(kept.size(layout.batch_dim), kept.size(layout.pos_dim), old_live);
-          store->live[ctx.name] = at::cat({old_live, new_live}, 1);
-        }
-        at::Tensor held = it->second;
-        if (layout.key_pos_dim >= 0 && held.size(layout.key_pos_dim) != kept.size(layout.key_pos_dim)) {
-          const int64_t keys = std::max(held.size(layout.key_pos_dim), kept.size(layout.key_pos_dim));
-          auto pad_keys = [&](const at::Tensor& t) {
-            if (t.size(layout.key_pos_dim) == keys) return t;
-            auto shape = t.sizes().vec();
-            shape[layout.key_pos_dim] = keys - t.size(layout.key_pos_dim);
-            // Keys after a query: probability 0 in a pattern, score -inf (masked) in attn_scores.
-            const double fill = detail::ends_with(ctx.name, "hook_attn_scores") ? -std::numeric_limits<double>::infinity() : 0.0;
-            return at::cat({t, at::full(shape, fill, t.options())}, layout.key_pos_dim);
-          };
-          held = pad_keys(held);
-          kept = pad_keys(kept);
-        }
-        for (int64_t d = 0; d < held.dim(); ++d)
-          MECHLENS_CHECK(d == layout.pos_dim || (held.dim() == kept.dim() && held.size(d) == kept.size(d)), ArgumentError,
-                         "activation cache (accumulate): hook '{}' gave {} in this forward after {} before; only "
-                         "positions{} may change between the forwards accumulated (another batch? clear() the "
-                         "cache between runs)",
-                         ctx.name, shape_str(kept.sizes()), shape_str(it->second.sizes()),
-                         layout.key_pos_dim >= 0 ? " and key positions" : "");
-        it->second = at::cat({held, kept}, layout.pos_dim);
-      } else {
-        store->tensors[ctx.name] = kept;
-        if (live.defined()) store->live[ctx.name] = live;
-        else store->live.erase(ctx.name);
-        // How many of the positions (from column 0) are the prompt: a generation's prefill
-        // holds all but the pending token, which an accumulating cache appends next.
-        const RunState& run = ctx.run;
-        if (opts.positions.is_all() && layout.pos_dim >= 0 && run.first_column == 0 &&
-            run.columns == x.size(layout.pos_dim) && run.prompt_columns != std::numeric_limits<int64_t>::max())
-          store->prompt[ctx.name] = run.prompt_columns;
-        else
-          store->prompt.erase(ctx.name);
-      }
+      record(*store, opts, x, ctx);
       return std::nullopt;
     };
     for (auto* p : points) store->points[p->name()] = p;
     cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, fn));
+    return cache;
+  }
+
+  /// The gradients at the same hook points (TransformerLens' backward cache): attaches a backward
+  /// hook (hooks/backward_hook.hpp) to every point `options.names` selects, storing d metric /
+  /// d activation as attach() stores activations (positions, device, dtype), when backward()
+  /// passes there. The forward must carry gradients (ForwardOptions::activation_gradients; or
+  /// use run_with_gradients, attribution/gradients.hpp). `accumulate` is refused.
+  static ActivationCache attach_gradients(HookRegistry& registry, const CacheOptions& options) {
+    MECHLENS_CHECK(!options.accumulate, ArgumentError,
+                   "activation cache: gradients are recorded per backward; CacheOptions::accumulate is for activations");
+    ActivationCache cache;
+    cache.options_ = options;
+    auto store = cache.store_;
+    std::vector<HookPoint*> points = select(registry, options);
+    CacheOptions opts = options;
+    BackwardHookFn fn = [store, opts](const at::Tensor& grad, const HookContext& ctx) -> std::optional<at::Tensor> {
+      // A copy: the autograd engine owns the buffer it hands to hooks (and may hand an expanded view).
+      record(*store, opts, grad.clone(at::MemoryFormat::Contiguous), ctx);
+      return std::nullopt;
+    };
+    for (auto* p : points) store->points[p->name()] = p;
+    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, detail::backward_hook_forwarder(fn)));
     return cache;
   }
 
@@ -268,6 +206,96 @@ class ActivationCache {
         pending_streams.push_back(s);
     }
   };
+  /// Stores `x` (an activation, or a gradient) under the hook's name, as `opts` asks.
+  static void record(Store& store, const CacheOptions& opts, const at::Tensor& x, const HookContext& ctx) {
+    const HookPoint* point = store.points.at(ctx.name);
+    at::Tensor kept = x.detach();
+    // A view of a larger buffer (hook_q/k/v slice the fused q/k/v projection) would keep the
+    // whole buffer alive: store a compact copy, so bytes() and estimate_bytes() are the truth.
+    if (kept.storage().nbytes() > static_cast<size_t>(kept.numel()) * kept.element_size())
+      kept = kept.clone(at::MemoryFormat::Contiguous);
+    HookLayout layout = hook_layout(*point);
+    if (!opts.positions.is_all()) {
+      MECHLENS_CHECK(layout.pos_dim >= 0, ArgumentError, "activation cache: hook '{}' has no position dimension",
+                     ctx.name);
+      auto idx = opts.positions.resolve(kept.size(layout.pos_dim), ctx.name);
+      kept = kept.index_select(layout.pos_dim, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(kept.device()));
+    }
+    const at::ScalarType dtype = opts.dtype.value_or(kept.scalar_type());
+    const at::Device device = opts.device.value_or(kept.device());
+    if (device != kept.device() || dtype != kept.scalar_type()) {
+      auto target = at::TensorOptions().dtype(dtype).device(device);
+      if (device.is_cpu() && kept.is_cuda()) target = target.pinned_memory(true);
+      at::Tensor out = at::empty(kept.sizes(), target);
+      const bool async = device.is_cpu() && kept.is_cuda();
+      out.copy_(kept, /*non_blocking=*/async);
+      // The copy is queued on the device's current stream: reading `out` on the host waits for
+      // that stream first (ActivationCache::synchronize, called by every accessor).
+      if (async) store.note_stream(c10::impl::VirtualGuardImpl(kept.device().type()).getStream(kept.device()));
+      kept = out;
+    } else if (!opts.positions.is_all()) {
+      kept = kept.contiguous();
+    }
+    // Which kept positions were real tokens (left padding is false), for patches that must
+    // not carry padding into real positions. Undefined: every token was real.
+    at::Tensor live;
+    if (layout.pos_dim >= 0 && ctx.run.live.defined() && ctx.run.live.size(1) == x.size(layout.pos_dim)) {
+      live = ctx.run.live.to(at::kBool);
+      if (!opts.positions.is_all()) {
+        auto idx = opts.positions.resolve(live.size(1), ctx.name);
+        live = live.index_select(1, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(live.device()));
+      }
+    }
+    auto it = store.tensors.find(ctx.name);
+    if (opts.accumulate && it != store.tensors.end() && layout.pos_dim >= 0) {
+      auto before = store.live.find(ctx.name);
+      if (before != store.live.end() || live.defined()) {
+        auto all_real = [&](int64_t b, int64_t n, const at::Tensor& like) {
+          return at::ones({b, n}, like.options().dtype(at::kBool));
+        };
+        at::Tensor old_live = before != store.live.end() ? before->second
+                                                         : all_real(kept.size(layout.batch_dim),
+                                                                    it->second.size(layout.pos_dim), live);
+        at::Tensor new_live = live.defined() ? live.to(old_live.device())
+                                             : all_real(kept.size(layout.batch_dim), kept.size(layout.pos_dim), old_live);
+        store.live[ctx.name] = at::cat({old_live, new_live}, 1);
+      }
+      at::Tensor held = it->second;
+      if (layout.key_pos_dim >= 0 && held.size(layout.key_pos_dim) != kept.size(layout.key_pos_dim)) {
+        const int64_t keys = std::max(held.size(layout.key_pos_dim), kept.size(layout.key_pos_dim));
+        auto pad_keys = [&](const at::Tensor& t) {
+          if (t.size(layout.key_pos_dim) == keys) return t;
+          auto shape = t.sizes().vec();
+          shape[layout.key_pos_dim] = keys - t.size(layout.key_pos_dim);
+          // Keys after a query: probability 0 in a pattern, score -inf (masked) in attn_scores.
+          const double fill = detail::ends_with(ctx.name, "hook_attn_scores") ? -std::numeric_limits<double>::infinity() : 0.0;
+          return at::cat({t, at::full(shape, fill, t.options())}, layout.key_pos_dim);
+        };
+        held = pad_keys(held);
+        kept = pad_keys(kept);
+      }
+      for (int64_t d = 0; d < held.dim(); ++d)
+        MECHLENS_CHECK(d == layout.pos_dim || (held.dim() == kept.dim() && held.size(d) == kept.size(d)), ArgumentError,
+                       "activation cache (accumulate): hook '{}' gave {} in this forward after {} before; only "
+                       "positions{} may change between the forwards accumulated (another batch? clear() the "
+                       "cache between runs)",
+                       ctx.name, shape_str(kept.sizes()), shape_str(it->second.sizes()),
+                       layout.key_pos_dim >= 0 ? " and key positions" : "");
+      it->second = at::cat({held, kept}, layout.pos_dim);
+    } else {
+      store.tensors[ctx.name] = kept;
+      if (live.defined()) store.live[ctx.name] = live;
+      else store.live.erase(ctx.name);
+      // How many of the positions (from column 0) are the prompt: a generation's prefill
+      // holds all but the pending token, which an accumulating cache appends next.
+      const RunState& run = ctx.run;
+      if (opts.positions.is_all() && layout.pos_dim >= 0 && run.first_column == 0 &&
+          run.columns == x.size(layout.pos_dim) && run.prompt_columns != std::numeric_limits<int64_t>::max())
+        store.prompt[ctx.name] = run.prompt_columns;
+      else
+        store.prompt.erase(ctx.name);
+    }
+  }
   static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {
     // Every point but the per-head results, which cost d_model values per head and position and
     // change how the attention output is summed: those are cached only when named.

@@ -16,6 +16,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/shape.hpp"
@@ -135,13 +136,44 @@ class KVCache {
   }
   /// Writes layer l's new keys / values, each [batch, n, kv_heads, d_head], at the slots
   /// begin_append returned, and returns views of the layer's slots [0, start + n).
+  /// In a forward that builds an autograd graph (the held slots track gradients, or the new keys
+  /// carry one) the storage receives plain copies and the returned tensors join the held slots to
+  /// the new keys, so that gradients reach both; otherwise they are views of the storage.
   std::pair<at::Tensor, at::Tensor> write(int64_t layer, const at::Tensor& k, const at::Tensor& v) {
     const int64_t n = k.size(1);
     MECHLENS_CHECK(n == pending_, ShapeError, "KVCache::write: {} new slots, but begin_append announced {}", n, pending_);
     at::Tensor kl = keys_.select(0, layer), vl = values_.select(0, layer);
-    kl.narrow(2, length_, n).copy_(k.transpose(1, 2));
-    vl.narrow(2, length_, n).copy_(v.transpose(1, 2));
-    return {kl.narrow(2, 0, length_ + n), vl.narrow(2, 0, length_ + n)};
+    const bool graph =
+        at::GradMode::is_enabled() && (tracked_keys_.defined() || k.requires_grad() || v.requires_grad());
+    if (!graph) {
+      kl.narrow(2, length_, n).copy_(k.transpose(1, 2));
+      vl.narrow(2, length_, n).copy_(v.transpose(1, 2));
+      return {kl.narrow(2, 0, length_ + n), vl.narrow(2, 0, length_ + n)};
+    }
+    kl.narrow(2, length_, n).copy_(k.transpose(1, 2).detach());
+    vl.narrow(2, length_, n).copy_(v.transpose(1, 2).detach());
+    return {at::cat({held(tracked_keys_, kl, layer), k.transpose(1, 2)}, 2),
+            at::cat({held(tracked_values_, vl, layer), v.transpose(1, 2)}, 2)};
+  }
+
+  /// Makes the keys and values of the slots held now autograd leaves: a forward under grad mode
+  /// that appends to this cache then reads them through those leaves, and backward() leaves
+  /// d metric / d entry in key_gradients() / value_gradients(). Costs a copy of the held slots
+  /// (and as much again for the gradients). The cache's contents are not changed; clone() and
+  /// select_rows() do not carry the tracking.
+  void track_gradients() {
+    MECHLENS_CHECK(defined(), ArgumentError, "KVCache::track_gradients: the cache is empty (default-constructed)");
+    tracked_keys_ = keys_.narrow(3, 0, length_).detach().clone().requires_grad_(true);
+    tracked_values_ = values_.narrow(3, 0, length_).detach().clone().requires_grad_(true);
+  }
+  bool tracks_gradients() const { return tracked_keys_.defined(); }
+  /// [layers, batch, kv_heads, tracked slots, d_head]: the gradients accumulated since
+  /// track_gradients() (zeros before any backward reached them).
+  at::Tensor key_gradients() const { return tracked_gradient(tracked_keys_, "key_gradients"); }
+  at::Tensor value_gradients() const { return tracked_gradient(tracked_values_, "value_gradients"); }
+  void stop_tracking_gradients() {
+    tracked_keys_ = at::Tensor();
+    tracked_values_ = at::Tensor();
   }
   /// Positions / validity of slots [0, length + pending) during an append.
   at::Tensor appending_positions() const { return positions_.narrow(1, 0, length_ + pending_); }
@@ -232,6 +264,21 @@ class KVCache {
   }
 
  private:
+  /// Layer l's held slots [batch, kv, length, d]: the tracked leaves for the slots they cover,
+  /// plain values for any appended after track_gradients().
+  at::Tensor held(const at::Tensor& tracked, const at::Tensor& storage_layer, int64_t layer) const {
+    if (!tracked.defined()) return storage_layer.narrow(2, 0, length_);
+    const int64_t t = tracked.size(3);
+    at::Tensor leaf = tracked.select(0, layer);
+    if (t >= length_) return leaf.narrow(2, 0, length_);
+    return at::cat({leaf, storage_layer.narrow(2, t, length_ - t)}, 2);
+  }
+  at::Tensor tracked_gradient(const at::Tensor& tracked, const char* who) const {
+    MECHLENS_CHECK(tracked.defined(), ArgumentError, "KVCache::{}: the cache does not track gradients (call "
+                   "track_gradients() before the forward)", who);
+    return tracked.grad().defined() ? tracked.grad() : at::zeros_like(tracked);
+  }
+
   int64_t check_layer(int64_t layer) const {
     MECHLENS_CHECK(layer >= 0 && layer < n_layers(), ArgumentError, "KVCache: layer {} outside [0, {})", layer,
                    n_layers());
@@ -239,6 +286,7 @@ class KVCache {
   }
 
   at::Tensor keys_, values_, positions_, valid_;
+  at::Tensor tracked_keys_, tracked_values_;  ///< track_gradients(): leaves over the held slots
   int64_t length_ = 0;
   int64_t pending_ = 0;
   bool has_padding_ = false;

@@ -65,6 +65,11 @@ struct ForwardOptions {
   /// Run past the model's context (config.json's max_position_embeddings): positions there were
   /// never trained, so a forward whose cache slots + new tokens exceed it is an error by default.
   bool allow_long_context = false;
+  /// Start an autograd graph at the token embeddings, so that every activation of this forward
+  /// carries a gradient (the weights stay frozen: none is computed for them). Needs grad mode;
+  /// every block then takes its readable path. run_with_gradients (attribution/gradients.hpp)
+  /// sets it; backward hooks (hooks/backward_hook.hpp) need it.
+  bool activation_gradients = false;
 };
 
 namespace detail {
@@ -260,7 +265,12 @@ class ModelImpl : public torch::nn::Module {
     // Masks are built once per forward and shared by every layer.
     at::Tensor mask;
     const bool static_step = slot.defined();
-    const bool engine = fused_ && opt.fast_engine;
+    MECHLENS_CHECK(!opt.activation_gradients || at::GradMode::is_enabled(), ArgumentError,
+                   "Model::forward: activation_gradients needs grad mode (this forward runs under a NoGradGuard)");
+    // A cache whose slots are autograd leaves (KVCache::track_gradients) is read by the readable
+    // path, which joins them to the new keys instead of writing into the storage.
+    const bool engine =
+        fused_ && opt.fast_engine && !(opt.cache && opt.cache->tracks_gradients() && at::GradMode::is_enabled());
     if (static_step) {
       MECHLENS_CHECK(opt.cache && p == 1 && !live.defined() && engine && opt.stop_after_layer < 0, ArgumentError,
                      "Model: a static-shape step takes a cache, one real token per row (got {} positions) and a "
@@ -290,7 +300,9 @@ class ModelImpl : public torch::nn::Module {
 
     at::Tensor resid;
     try {
-      resid = (*hook_embed_)(embed_tokens_(token_ids));
+      at::Tensor embedded = embed_tokens_(token_ids);
+      if (opt.activation_gradients) embedded = embedded.detach().requires_grad_(true);
+      resid = (*hook_embed_)(embedded);
       for (size_t l = 0; l < blocks_.size(); ++l) {
         if (engine && fast_[l].applies(resid)) {
           resid = fast_[l].forward(resid, angles, layer_mask, opt.cache, slot);
