@@ -51,3 +51,25 @@ TEST_CASE("On the embedded model the layer sweep finds the late half, not the ea
   CHECK(std::abs(early["transfer_efficiency"]["value"].get<double>()) < 0.1);
   CHECK((early["p_adjusted"].is_null() || early["p_adjusted"].get<double>() > 0.05));
 }
+
+TEST_CASE("On the embedded model the KV-cache attribution puts a planted layer first, and its real splice transfers",
+          "[experiments][positive-control]") {
+  const std::string out = test::temp_dir("attribution");
+  const auto r = test::run_program("dec7_attribution", {"--out", out, "--n", "20"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const auto s = test::read_json(out + "/attribution/summary.json");
+  // The contrasts of the layer-range family are the top estimates, best first.
+  std::vector<nlohmann::json> ranges;
+  for (const auto& c : s["contrasts"])
+    if (c["family"] == "layer ranges") ranges.push_back(c);
+  REQUIRE(ranges.size() == 3);
+  const std::string best = ranges[0]["name"];
+  const auto colon = best.find(':');
+  const int lo = std::stoi(best.substr(0, colon)), hi = std::stoi(best.substr(colon + 1));
+  CHECK(lo <= 5);  // the model put the mode in layer 5 (docs/toy-model.md)
+  CHECK(hi > 5);
+  CHECK(ranges[0]["transfer_efficiency"]["value"].get<double>() > 0.5);
+  CHECK(ranges[0]["p_adjusted"].get<double>() < 0.05);
+  CHECK(test::fs::exists(out + "/attribution/heatmap.svg"));
+}

@@ -54,7 +54,7 @@ void run_ok(const std::string& program, std::vector<std::string> args, std::vect
 
 TEST_CASE("Every DEC7 program prints its --help", "[experiments][programs]") {
   for (const char* p : {"dec7_study", "dec7_demo", "dec7_kv_transfer", "dec7_layer_sweep", "dec7_single_pass",
-                        "dec7_rv", "dec7_positions", "dec7_blind_rating"}) {
+                        "dec7_rv", "dec7_positions", "dec7_attribution", "dec7_blind_rating"}) {
     CAPTURE(p);
     const auto r = test::run_program(p, {"--help"});
     CHECK(r.exit_code == 0);
@@ -73,7 +73,10 @@ TEST_CASE("Every DEC7 program runs on the reference Llama and Mistral checkpoint
     run_ok("dec7_single_pass", args, {"--resume"});
     run_ok("dec7_rv", args, {"--resume"});
     run_ok("dec7_positions", args, {"--resume", "--window", "8"});
-    for (const char* phase : {"phase1", "phase2", "single_pass", "rv", "positions"}) {
+    run_ok("dec7_attribution", args, {"--resume", "--top", "2", "--continuation", "4", "--window", "8"});
+    CHECK(test::fs::exists(out + "/attribution/heatmap.svg"));
+    CHECK(test::fs::exists(out + "/attribution/map.csv"));
+    for (const char* phase : {"phase1", "phase2", "single_pass", "rv", "positions", "attribution"}) {
       CAPTURE(phase);
       const auto j = test::read_json(out + "/" + phase + "/summary.json");
       CHECK(j["conditions"].size() >= 2);
