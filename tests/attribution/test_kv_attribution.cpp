@@ -117,3 +117,28 @@ TEST_CASE("KV attribution aligns the source as splice_kv does, and refuses what 
   CHECK_THROWS_WITH(kv_attribution(*model, target, shorter.cache, token_logprob(3), o), Catch::Contains("continuation"));
   CHECK_FALSE(model->hooks().any_attached());
 }
+
+TEST_CASE("KV attribution of a batch gives each row its own estimates") {
+  Model model = load_model(model_dir("llama_gqa_llama3"), {at::kFloat, test::device()});
+  const std::vector<std::vector<int64_t>> targets = {{1, 17, 99, 4, 250, 31, 8}, {1, 60, 61, 62, 63, 64, 65}};
+  const std::vector<std::vector<int64_t>> sources = {{1, 44, 5, 190, 23, 61, 200}, {1, 90, 91, 92, 93, 94, 95}};
+  const at::Tensor cont = at::tensor(std::vector<int64_t>{7, 9, 11, 13}, at::kLong).view({2, 2});
+  KVAttributionOptions o;
+  o.continuation = cont;
+  PromptState tb = prefill(*model, targets, 0), sb = prefill(*model, sources, 0);
+  KVAttribution both_rows = kv_attribution(*model, tb, sb.cache, continuation_logprob(cont), o);
+  double metric_sum = 0;
+  for (int64_t r = 0; r < 2; ++r) {
+    INFO("row " << r);
+    KVAttributionOptions one = o;
+    one.continuation = cont.select(0, r);
+    PromptState t = prefill(*model, targets[static_cast<size_t>(r)], 0), s = prefill(*model, sources[static_cast<size_t>(r)], 0);
+    KVAttribution alone = kv_attribution(*model, t, s.cache, continuation_logprob(one.continuation), one);
+    metric_sum += alone.metric.item<double>();
+    CHECK(test::max_rel_diff(both_rows.keys.select(1, r), alone.keys.select(1, 0)) <= 1e-5);
+    CHECK(test::max_rel_diff(both_rows.values.select(1, r), alone.values.select(1, 0)) <= 1e-5);
+    CHECK(test::max_rel_diff(both_rows.key_gradients.select(1, r), alone.key_gradients.select(1, 0)) <= 1e-5);
+  }
+  // Rows are summed, so the batch's metric is the sum of the rows' own.
+  CHECK(std::abs(both_rows.metric.item<double>() - metric_sum) <= 1e-5 * std::abs(metric_sum));
+}
