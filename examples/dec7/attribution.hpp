@@ -4,7 +4,7 @@
 // (layer, KV head, slot) of the recursive prompt's cache into the baseline prompt's, on the
 // teacher-forced log-probability of the recursive prompt's own greedy continuation (how much more
 // the baseline prompt would continue as the recursive one does). One forward and one backward per
-// group of pairs of the same prompt lengths. The map, averaged over pairs, is written as map.csv
+// batch of pairs (--batch-size; left-padded, aligned row by row). The map, averaged over pairs, is written as map.csv
 // and heatmap.svg (layers × slots from the end). Then the estimate is checked where it matters: the top-k layer ranges and slot windows
 // by estimated effect are spliced for real, sampled and scored as in phase 2, with the same
 // statistics, and the table puts the estimate beside the measured transfer.
@@ -76,8 +76,8 @@ inline AttributionMap attribution_map(Setup& s, const AttributionOptions& o) {
   m.pairs_at.assign(static_cast<size_t>(m.longest) + 1, 0);
 
   // The recursive prompts' own greedy continuations, in batches; every one exactly
-  // o.continuation tokens long (not stopped at the end-of-sequence token), so that pairs of the
-  // same prompt lengths share one attribution call.
+  // o.continuation tokens long (not stopped at the end-of-sequence token), so that a batch of
+  // pairs shares one teacher-forced forward.
   std::vector<std::vector<int64_t>> continuations;
   mechlens::GenerationOptions g;
   g.max_new_tokens = o.continuation;
@@ -89,57 +89,53 @@ inline AttributionMap attribution_map(Setup& s, const AttributionOptions& o) {
     for (auto& t : mechlens::generate(model, prompts, g).tokens) continuations.push_back(std::move(t));
   }
 
-  // Pairs with the same (baseline, recursive) lengths run together: one forward and one backward
-  // for the group (the cost of a call is mostly the host's, docs/attribution.md), no padding.
-  std::map<std::pair<size_t, size_t>, std::vector<size_t>> groups;
-  for (size_t i = 0; i < s.encoded.size(); ++i)
-    groups[{s.encoded[i].baseline.size(), s.encoded[i].recursive.size()}].push_back(i);
+  // Pairs run --batch-size at a time, left-padded and aligned row by row: one forward and one
+  // backward per batch (the cost of a call is mostly the host's, docs/attribution.md).
   mechlens::KVAttributionOptions ko;
   ko.splice.align = mechlens::parse_align(s.flags.align);
   ko.splice.rerotate = s.flags.rerotate;
   s.progress->add_total(static_cast<int64_t>(s.encoded.size()));
   s.progress->set_label("attribution");
-  for (const auto& [lengths, members] : groups) {
-    for (size_t start = 0; start < members.size(); start += batch) {
-      const std::vector<size_t> rows(members.begin() + static_cast<std::ptrdiff_t>(start),
-                                     members.begin() + static_cast<std::ptrdiff_t>(std::min(members.size(), start + batch)));
-      std::vector<std::vector<int64_t>> targets, sources;
-      std::vector<int64_t> cont_flat;
-      for (size_t i : rows) {
-        targets.push_back(s.encoded[i].baseline);
-        sources.push_back(s.encoded[i].recursive);
-        MECHLENS_CHECK(static_cast<int64_t>(continuations[i].size()) == o.continuation, mechlens::ArgumentError,
-                       "attribution: pair {} got {} continuation tokens, expected {}", s.pairs[i].id,
-                       continuations[i].size(), o.continuation);
-        cont_flat.insert(cont_flat.end(), continuations[i].begin(), continuations[i].end());
-      }
-      const int64_t b = static_cast<int64_t>(rows.size());
-      const at::Tensor cont = at::tensor(cont_flat, at::kLong).view({b, o.continuation});
-      ko.continuation = cont;
-      mechlens::PromptState target = mechlens::prefill(model, targets, 0);
-      mechlens::PromptState source = mechlens::prefill(model, sources, 0);
-      mechlens::KVAttribution a =
-          mechlens::kv_attribution(model, target, source.cache, mechlens::continuation_logprob(cont), ko);
-      m.mean_metric += a.metric.item<double>();  // summed over the rows
-      const at::Tensor k = a.keys.to(at::kDouble).cpu(), v = a.values.to(at::kDouble).cpu();
-      auto kk = k.accessor<double, 4>();
-      auto vv = v.accessor<double, 4>();
-      const int64_t n = target.cache.length();
-      for (int64_t slot = 0; slot < n; ++slot) {
-        if (!a.spliced[slot].item<bool>()) continue;
-        const int64_t from_end = n - slot;
-        m.pairs_at[static_cast<size_t>(from_end)] += b;
-        for (int64_t r = 0; r < b; ++r)
-          for (int64_t l = 0; l < m.layers; ++l)
-            for (int64_t h = 0; h < m.kv_heads; ++h) {
-              const size_t L = static_cast<size_t>(l), H = static_cast<size_t>(h), E = static_cast<size_t>(from_end);
-              m.keys[L][H][E] += kk[l][r][h][slot];
-              m.values[L][H][E] += vv[l][r][h][slot];
-              m.both[L][H][E] += kk[l][r][h][slot] + vv[l][r][h][slot];
-            }
-      }
-      s.progress->advance(b);
+  for (size_t start = 0; start < s.encoded.size(); start += batch) {
+    const size_t stop = std::min(s.encoded.size(), start + batch);
+    std::vector<std::vector<int64_t>> targets, sources;
+    std::vector<int64_t> cont_flat;
+    for (size_t i = start; i < stop; ++i) {
+      targets.push_back(s.encoded[i].baseline);
+      sources.push_back(s.encoded[i].recursive);
+      MECHLENS_CHECK(static_cast<int64_t>(continuations[i].size()) == o.continuation, mechlens::ArgumentError,
+                     "attribution: pair {} got {} continuation tokens, expected {}", s.pairs[i].id,
+                     continuations[i].size(), o.continuation);
+      cont_flat.insert(cont_flat.end(), continuations[i].begin(), continuations[i].end());
     }
+    const int64_t b = static_cast<int64_t>(stop - start);
+    const at::Tensor cont = at::tensor(cont_flat, at::kLong).view({b, o.continuation});
+    ko.continuation = cont;
+    mechlens::PromptState target = mechlens::prefill(model, targets, 0);
+    mechlens::PromptState source = mechlens::prefill(model, sources, 0);
+    mechlens::KVAttribution a =
+        mechlens::kv_attribution(model, target, source.cache, mechlens::continuation_logprob(cont), ko);
+    m.mean_metric += a.metric.item<double>();  // summed over the rows
+    const at::Tensor k = a.keys.to(at::kDouble).cpu(), v = a.values.to(at::kDouble).cpu();
+    const at::Tensor spliced = a.spliced.cpu();
+    auto kk = k.accessor<double, 4>();
+    auto vv = v.accessor<double, 4>();
+    auto sp = spliced.accessor<bool, 2>();
+    const int64_t n = target.cache.length();
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t slot = 0; slot < n; ++slot) {
+        if (!sp[r][slot]) continue;  // left padding, or no source slot under the alignment
+        const int64_t from_end = n - slot;
+        ++m.pairs_at[static_cast<size_t>(from_end)];
+        for (int64_t l = 0; l < m.layers; ++l)
+          for (int64_t h = 0; h < m.kv_heads; ++h) {
+            const size_t L = static_cast<size_t>(l), H = static_cast<size_t>(h), E = static_cast<size_t>(from_end);
+            m.keys[L][H][E] += kk[l][r][h][slot];
+            m.values[L][H][E] += vv[l][r][h][slot];
+            m.both[L][H][E] += kk[l][r][h][slot] + vv[l][r][h][slot];
+          }
+      }
+    s.progress->advance(b);
   }
   m.mean_metric /= static_cast<double>(std::max<size_t>(s.encoded.size(), 1));
   return m;

@@ -60,6 +60,7 @@ TEST_CASE("KV attribution is exact for values, and for keys with the recomputed 
     const int64_t n = target.cache.length();
     REQUIRE(a.keys.sizes() == at::IntArrayRef({L, 1, model->config().n_kv_heads(), n}));
     REQUIRE(a.spliced.all().item<bool>());
+  REQUIRE(a.spliced.sizes() == at::IntArrayRef({1, n}));
     CHECK(at::allclose(a.both, a.keys + a.values));
     const double base = metric_after(model, target, metric);
     CHECK(std::abs(base - a.metric.item<double>()) <= 1e-5 * std::max(1.0, std::abs(base)));
@@ -100,10 +101,10 @@ TEST_CASE("KV attribution aligns the source as splice_kv does, and refuses what 
   o.splice.align = Align::Right;
   KVAttribution a = kv_attribution(*model, target, shorter.cache, token_logprob(3), o);
   // Target slots 0..5, source slots 0..3: right alignment pairs target 2..5 with source 0..3.
-  REQUIRE(a.spliced.size(0) == 6);
-  CHECK_FALSE(a.spliced[0].item<bool>());
-  CHECK_FALSE(a.spliced[1].item<bool>());
-  for (int64_t j = 2; j < 6; ++j) CHECK(a.spliced[j].item<bool>());
+  REQUIRE(a.spliced.sizes() == at::IntArrayRef({1, 6}));
+  CHECK_FALSE(a.spliced[0][0].item<bool>());
+  CHECK_FALSE(a.spliced[0][1].item<bool>());
+  for (int64_t j = 2; j < 6; ++j) CHECK(a.spliced[0][j].item<bool>());
   CHECK(a.both.narrow(3, 0, 2).abs().max().item<double>() == 0.0);
   CHECK(a.both.narrow(3, 2, 4).abs().max().item<double>() > 0.0);
   // The gradients cover every slot, aligned or not.
@@ -118,27 +119,46 @@ TEST_CASE("KV attribution aligns the source as splice_kv does, and refuses what 
   CHECK_FALSE(model->hooks().any_attached());
 }
 
-TEST_CASE("KV attribution of a batch gives each row its own estimates") {
+TEST_CASE("KV attribution of a batch, padded or not, gives each row its own estimates") {
   Model model = load_model(model_dir("llama_gqa_llama3"), {at::kFloat, test::device()});
-  const std::vector<std::vector<int64_t>> targets = {{1, 17, 99, 4, 250, 31, 8}, {1, 60, 61, 62, 63, 64, 65}};
-  const std::vector<std::vector<int64_t>> sources = {{1, 44, 5, 190, 23, 61, 200}, {1, 90, 91, 92, 93, 94, 95}};
-  const at::Tensor cont = at::tensor(std::vector<int64_t>{7, 9, 11, 13}, at::kLong).view({2, 2});
-  KVAttributionOptions o;
-  o.continuation = cont;
-  PromptState tb = prefill(*model, targets, 0), sb = prefill(*model, sources, 0);
-  KVAttribution both_rows = kv_attribution(*model, tb, sb.cache, continuation_logprob(cont), o);
-  double metric_sum = 0;
-  for (int64_t r = 0; r < 2; ++r) {
-    INFO("row " << r);
-    KVAttributionOptions one = o;
-    one.continuation = cont.select(0, r);
-    PromptState t = prefill(*model, targets[static_cast<size_t>(r)], 0), s = prefill(*model, sources[static_cast<size_t>(r)], 0);
-    KVAttribution alone = kv_attribution(*model, t, s.cache, continuation_logprob(one.continuation), one);
-    metric_sum += alone.metric.item<double>();
-    CHECK(test::max_rel_diff(both_rows.keys.select(1, r), alone.keys.select(1, 0)) <= 1e-5);
-    CHECK(test::max_rel_diff(both_rows.values.select(1, r), alone.values.select(1, 0)) <= 1e-5);
-    CHECK(test::max_rel_diff(both_rows.key_gradients.select(1, r), alone.key_gradients.select(1, 0)) <= 1e-5);
+  struct Case {
+    std::vector<std::vector<int64_t>> targets, sources;
+  };
+  for (const Case& c : {Case{{{1, 17, 99, 4, 250, 31, 8}, {1, 60, 61, 62, 63, 64, 65}},
+                              {{1, 44, 5, 190, 23, 61, 200}, {1, 90, 91, 92, 93, 94, 95}}},
+                         // rows of different lengths: left-padded, aligned row by row on the right
+                         Case{{{1, 17, 99, 4, 250, 31, 8, 77, 120}, {1, 60, 61, 62, 63}},
+                              {{1, 44, 5, 190, 23, 61}, {1, 90, 91, 92, 93, 94, 95, 96}}}}) {
+    const at::Tensor cont = at::tensor(std::vector<int64_t>{7, 9, 11, 13}, at::kLong).view({2, 2});
+    KVAttributionOptions o;
+    o.continuation = cont;
+    o.splice.align = Align::Right;
+    PromptState tb = prefill(*model, c.targets, 0), sb = prefill(*model, c.sources, 0);
+    const int64_t n = tb.cache.length();
+    KVAttribution rows = kv_attribution(*model, tb, sb.cache, continuation_logprob(cont), o);
+    REQUIRE(rows.spliced.sizes() == at::IntArrayRef({2, n}));
+    double metric_sum = 0;
+    for (int64_t r = 0; r < 2; ++r) {
+      INFO("row " << r << ", batch slots " << n);
+      KVAttributionOptions one = o;
+      one.continuation = cont.select(0, r);
+      PromptState t = prefill(*model, c.targets[static_cast<size_t>(r)], 0);
+      PromptState s = prefill(*model, c.sources[static_cast<size_t>(r)], 0);
+      KVAttribution alone = kv_attribution(*model, t, s.cache, continuation_logprob(one.continuation), one);
+      metric_sum += alone.metric.item<double>();
+      // The row's real slots are the batch's last ones (left padding first).
+      const int64_t m = t.cache.length();
+      CHECK(test::max_rel_diff(rows.keys.select(1, r).narrow(2, n - m, m), alone.keys.select(1, 0)) <= 1e-5);
+      CHECK(test::max_rel_diff(rows.values.select(1, r).narrow(2, n - m, m), alone.values.select(1, 0)) <= 1e-5);
+      CHECK(test::max_rel_diff(rows.key_gradients.select(1, r).narrow(2, n - m, m), alone.key_gradients.select(1, 0)) <= 1e-5);
+      CHECK(at::equal(rows.spliced[r].narrow(0, n - m, m), alone.spliced[0]));
+      if (n > m) {  // padding: no estimate, no gradient
+        CHECK_FALSE(rows.spliced[r].narrow(0, 0, n - m).any().item<bool>());
+        CHECK(rows.both.select(1, r).narrow(2, 0, n - m).abs().max().item<double>() == 0.0);
+        CHECK(rows.value_gradients.select(1, r).narrow(2, 0, n - m).abs().max().item<double>() == 0.0);
+      }
+    }
+    // Rows are summed, so the batch's metric is the sum of the rows' own.
+    CHECK(std::abs(rows.metric.item<double>() - metric_sum) <= 1e-5 * std::abs(metric_sum));
   }
-  // Rows are summed, so the batch's metric is the sum of the rows' own.
-  CHECK(std::abs(both_rows.metric.item<double>() - metric_sum) <= 1e-5 * std::abs(metric_sum));
 }

@@ -27,7 +27,9 @@
 ///
 /// A splice of many entries at once is estimated by the sum of theirs (first order: interactions
 /// are not counted). Target slots without a source slot under the alignment get 0 (`spliced`
-/// says which have one). docs/attribution.md explains the method and its limits.
+/// says which have one). Left-padded batches (prefill of prompts of different lengths) are
+/// aligned row by row on their real tokens, as splice_kv_rows aligns them, so each row gets what
+/// it would get alone. docs/attribution.md explains the method and its limits.
 
 #include <cstdint>
 #include <string>
@@ -45,6 +47,7 @@
 #include "mechlens/hooks/activation_cache.hpp"
 #include "mechlens/hooks/hook_name.hpp"
 #include "mechlens/interventions/kv_splice.hpp"
+#include "mechlens/interventions/kv_splice_rows.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/model.hpp"
 
@@ -72,7 +75,8 @@ struct KVAttribution {
   /// [layers, batch, kv_heads, slots, d_head]: ∂metric/∂ cache keys (after rotary) and values, in
   /// the model's dtype.
   at::Tensor key_gradients, value_gradients;
-  /// [slots] bool: the target slots that have a source slot under the alignment.
+  /// [batch, slots] bool: the target slots that have a source slot under the alignment (false
+  /// for left padding).
   at::Tensor spliced;
   /// The metric's value on the target (unspliced), a scalar.
   at::Tensor metric;
@@ -151,9 +155,29 @@ inline KVAttribution kv_attribution(ModelImpl& model, const PromptState& target,
   so.slots = Positions::all();
   if (so.rerotate && !so.rope) so.rope = model.config().rope;
   KVCache spliced = target.cache.clone();
-  splice_kv(spliced, source, so);
-  std::vector<uint8_t> has(static_cast<size_t>(n), 0);
-  for (auto [t, s] : splice_slot_pairs(n, source.length(), so)) has[static_cast<size_t>(t)] = 1;
+  const int64_t b = target.batch();
+  std::vector<uint8_t> has(static_cast<size_t>(b * n), 0);  // [row][slot]: has a source slot
+  if (target.cache.has_padding() || source.has_padding()) {
+    // Left-padded batches: each row aligned on its own real tokens (splice_kv_rows).
+    MECHLENS_CHECK(so.slot_map.empty(), ArgumentError,
+                   "kv_attribution: a slot map needs caches without padding (rows of different lengths are aligned "
+                   "row by row by `align`)");
+    RowSpliceOptions ro;
+    ro.align = so.align;
+    ro.rerotate = so.rerotate;
+    ro.rope = so.rope;
+    splice_kv_rows(spliced, source, ro);
+    const auto nt = real_lengths(target.cache), ns = real_lengths(source);
+    for (int64_t r = 0; r < b; ++r) {
+      const int64_t rs = source.batch() == 1 ? 0 : r;
+      for (auto [t, s] : row_splice_slots(n, nt[static_cast<size_t>(r)], source.length(), ns[static_cast<size_t>(rs)], ro, r))
+        has[static_cast<size_t>(r * n + t)] = 1;
+    }
+  } else {
+    splice_kv(spliced, source, so);
+    for (auto [t, s] : splice_slot_pairs(n, source.length(), so))
+      for (int64_t r = 0; r < b; ++r) has[static_cast<size_t>(r * n + t)] = 1;
+  }
 
   at::Tensor ids = detail::pending_and_continuation(target, options.continuation, "kv_attribution");
   KVCache cache = target.cache.clone(n + ids.size(1));
@@ -197,8 +221,10 @@ inline KVAttribution kv_attribution(ModelImpl& model, const PromptState& target,
   out.value_gradients = cache.value_gradients();
   at::Tensor tk = target.cache.key_storage().narrow(3, 0, n), tv = target.cache.value_storage().narrow(3, 0, n);
   at::Tensor sk = spliced.key_storage().narrow(3, 0, n), sv = spliced.value_storage().narrow(3, 0, n);
-  out.spliced = at::tensor(std::vector<int64_t>(has.begin(), has.end()), at::TensorOptions().dtype(at::kLong)).to(at::kBool);
-  at::Tensor mask = out.spliced.to(tk.device()).to(at::kFloat).view({1, 1, 1, n});
+  out.spliced = at::tensor(std::vector<int64_t>(has.begin(), has.end()), at::TensorOptions().dtype(at::kLong))
+                    .to(at::kBool)
+                    .view({b, n});
+  at::Tensor mask = out.spliced.to(tk.device()).to(at::kFloat).view({1, b, 1, n});
   out.keys_linear = ((sk.to(at::kFloat) - tk.to(at::kFloat)) * out.key_gradients.to(at::kFloat)).sum(-1) * mask;
   out.values = ((sv.to(at::kFloat) - tv.to(at::kFloat)) * out.value_gradients.to(at::kFloat)).sum(-1) * mask;
   if (options.recompute_attention) {
