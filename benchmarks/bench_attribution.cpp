@@ -12,6 +12,8 @@
 //                    recomputed softmax), values, both — first-token metric
 //   kv_attribution_c16  the same with a teacher-forced continuation of 16 tokens
 //   kv_attribution_b8   kv_attribution for 8 pairs in one call (a batch of 8 targets and sources)
+//   kv_attribution_b100_padded  100 pairs of 50-70 tokens, right-aligned, 16-token continuation,
+//                    one call (left-padded): how dec7_attribution runs a study's pairs
 //   real_splice      one real single-entry splice scored by the same metric (clone the target's
 //                    cache, splice, forward the pending token): the sweep the attribution replaces
 //                    costs this once per entry (layers x KV heads x slots)
@@ -101,6 +103,20 @@ int main(int argc, char** argv) {
   PromptState targets = prefill(*model, std::vector<std::vector<int64_t>>(batch8.begin(), batch8.begin() + 8), 0);
   PromptState sources = prefill(*model, std::vector<std::vector<int64_t>>(batch8.begin() + 8, batch8.end()), 0);
   const double attr8_ms = run("kv_attribution_b8", [&] { kv_attribution(*model, targets, sources.cache, first); });
+  // 100 pairs of 50-70 tokens in one call, left-padded: how dec7_attribution runs a study's pairs.
+  std::mt19937_64 rng(14);
+  std::vector<std::vector<int64_t>> t100, s100;
+  for (int i = 0; i < 100; ++i) {
+    t100.push_back(random_prompts(1, 50 + static_cast<int64_t>(rng() % 21), cfg.vocab_size, 100 + i)[0]);
+    s100.push_back(random_prompts(1, 50 + static_cast<int64_t>(rng() % 21), cfg.vocab_size, 300 + i)[0]);
+  }
+  PromptState tp = prefill(*model, t100, 0), sp = prefill(*model, s100, 0);
+  KVAttributionOptions o100;
+  o100.splice.align = Align::Right;
+  o100.continuation = cont16;
+  const double attr100_ms = run("kv_attribution_b100_padded", [&] {
+    kv_attribution(*model, tp, sp.cache, continuation_logprob(cont16), o100);
+  });
   const double splice_ms = run("real_splice", [&] {
     at::NoGradGuard no_grad;
     PromptState s = target.clone(target.cache.length() + 1);
@@ -117,6 +133,8 @@ int main(int argc, char** argv) {
   rec.add("ratio", "kv_attribution_per_forward", attr_ms / forward_ms, "x", "target: <= 3");
   rec.add("ratio", "kv_attribution_c16_per_forward", attr16_ms / forward_ms, "x");
   rec.add("ratio", "kv_attribution_b8_per_pair_per_forward", attr8_ms / 8 / forward_ms, "x", "8 pairs in one call");
+  rec.add("ratio", "kv_attribution_b100_padded_per_pair_per_forward", attr100_ms / 100 / forward_ms, "x",
+          "100 pairs of 50-70 tokens, 16-token continuation, one call");
   rec.add("sweep", "entries", entries, "", "layers x KV heads x slots");
   rec.add("sweep", "real_splices_s", entries * splice_ms / 1e3, "s", "one real splice per entry");
   rec.add("ratio", "sweep_per_attribution", entries * splice_ms / attr_ms, "x");
