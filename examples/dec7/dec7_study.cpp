@@ -1,6 +1,7 @@
 // The whole DEC7 study in one process, with one model load, into one run folder: phase 1 (KV
 // transfer with controls), phase 2 (layer sweep), the single-pass patches, R_V of prompts and of
-// natural and KV-patched generations, the token-position windows, and the blind-rating export.
+// natural and KV-patched generations, the token-position windows, and the blind-rating export; on
+// request (--phases ...,attribution) the KV-cache attribution of dec7_attribution.
 // Each part is the code of its own program (dec7_kv_transfer, dec7_layer_sweep,
 // dec7_single_pass, dec7_rv, dec7_positions, dec7_blind_rating export), so its records and
 // outputs are theirs; conditions two parts share (the naturals, the all-layer transfer) run once.
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "attribution.hpp"
 #include "blind_rating.hpp"
 #include "common.hpp"
 #include "phase1.hpp"
@@ -25,7 +27,7 @@ namespace {
 /// The parts, in the order they run.
 const std::vector<std::pair<std::string, std::vector<std::string>>> kParts = {
     {"1", {"phase1"}}, {"2", {"phase2"}}, {"single-pass", {"single_pass", "sp"}}, {"rv", {}},
-    {"positions", {}}, {"blind", {}}};
+    {"positions", {}}, {"attribution", {"attr"}}, {"blind", {}}};
 
 /// "--phases 1,2,rv" -> the chosen parts' canonical names.
 std::set<std::string> parse_phases(const std::string& text) {
@@ -41,7 +43,7 @@ std::set<std::string> parse_phases(const std::string& text) {
       }
     MECHLENS_CHECK(known, mechlens::ArgumentError,
                    "--phases: '{}' is no part of the study (expected a comma-separated list of 1, 2, single-pass, rv, "
-                   "positions, blind)",
+                   "positions, attribution, blind)",
                    item);
   }
   MECHLENS_CHECK(!out.empty(), mechlens::ArgumentError, "--phases '{}' names no part of the study", text);
@@ -56,12 +58,14 @@ int main(int argc, char** argv) {
   int64_t early = -1, late = -1, rv_window = 16;
   bool centered = false;
   dec7::PositionOptions positions;
+  dec7::AttributionOptions attribution;
   uint64_t blind_seed = 0;
   CLI::App app{"DEC7 study: every part (phases 1 and 2, single-pass patches, R_V, token positions, blind-rating "
                "export) with one model load, into one run folder"};
   dec7::add_shared_flags(app, f, "dec7-runs/study");
-  app.add_option("--phases", phases, "the parts to run, comma-separated: 1, 2, single-pass, rv, positions, blind "
-                                     "(they run in this order)")->capture_default_str();
+  app.add_option("--phases", phases, "the parts to run, comma-separated: 1, 2, single-pass, rv, positions, "
+                                     "attribution, blind (they run in this order; attribution, the KV-cache "
+                                     "attribution of dec7_attribution, only when named)")->capture_default_str();
   app.get_option("--layers")->description("the layer range whose KV cache is transferred in phase 1, R_V's KV-patched "
                                           "runs and the token positions (default: all layers)");
   app.add_option("--sweep-layers", sweep, "phase 2's layer ranges, e.g. 0:8,8:16,16:32 (default: quarters, halves and "
@@ -78,6 +82,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_flag("--per-position", positions.per_position, "also transfer every single slot of the last --max-positions");
   app.add_option("--max-positions", positions.max_positions, "how far from the end --per-position goes")->capture_default_str();
+  app.add_option("--continuation", attribution.continuation,
+                 "attribution: greedy tokens of the recursive prompt whose log-probability is the metric")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--top", attribution.top, "attribution: layer ranges and slot windows spliced for real")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--attr-window", attribution.window, "attribution: slots per window")->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--blind-seed", blind_seed, "seed of the blind-rating sheet's shuffle")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return dec7::guarded([&] {
@@ -115,6 +128,7 @@ int main(int argc, char** argv) {
     if (chosen.count("single-pass")) show("single_pass", dec7::run_single_pass(s, patches, corr));
     if (chosen.count("rv")) show("rv", dec7::run_rv(s, rv, layers[0]));
     if (chosen.count("positions")) show("positions", dec7::run_positions(s, layers[0], positions, corr));
+    if (chosen.count("attribution")) show("attribution", dec7::run_attribution(s, attribution, corr));
     s.progress->finish();
     if (chosen.count("blind")) {
       if (s.log().records().empty()) {

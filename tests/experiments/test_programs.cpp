@@ -152,3 +152,20 @@ TEST_CASE("Numbers and names out of range are refused by flag before anything lo
     CHECK_FALSE(std::filesystem::exists(out + "/x/generations.jsonl"));
   }
 }
+
+TEST_CASE("dec7_study runs the attribution part when named, as dec7_attribution runs it", "[experiments][programs]") {
+  Fixture f;
+  const std::vector<std::string> extra = {"--top", "2", "--continuation", "4"};
+  auto study_args = f.args("llama_tied", f.dir + "/study");
+  study_args.insert(study_args.end(), {"--phases", "attribution", "--attr-window", "8"});
+  run_ok("dec7_study", study_args, extra);
+  run_ok("dec7_attribution", f.args("llama_tied", f.dir + "/program"), {"--top", "2", "--continuation", "4", "--window", "8"});
+  std::ifstream a(f.dir + "/study/attribution/table.txt"), b(f.dir + "/program/attribution/table.txt");
+  const std::string ta((std::istreambuf_iterator<char>(a)), {}), tb((std::istreambuf_iterator<char>(b)), {});
+  CHECK(!ta.empty());
+  CHECK(ta == tb);
+  std::ifstream ma(f.dir + "/study/attribution/map.csv"), mb(f.dir + "/program/attribution/map.csv");
+  const std::string ca((std::istreambuf_iterator<char>(ma)), {}), cb((std::istreambuf_iterator<char>(mb)), {});
+  CHECK(ca == cb);
+  CHECK_FALSE(test::fs::exists(f.dir + "/study/phase1"));  // only the part named
+}
