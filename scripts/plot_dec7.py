@@ -111,9 +111,9 @@ def main():
         ax.set_ylabel("% transfer (95% CI)")
         ax.set_title("% transfer by contrast", fontsize=10)
         test = "paired t-test" + (f", {corrected}-adjusted across the family" if corrected else "")
-        ax.text(0, -0.42, f"*** p < 0.001, ** p < 0.01, * p < 0.05, ns: not significant ({test}); "
-                "\"vs B\": tested against B; =: alike on every pair (no test)", transform=ax.transAxes, fontsize=7,
-                va="top")
+        ax.text(0, -0.42, f"*** p < 0.001, ** p < 0.01, * p < 0.05, ns: not significant ({test})\n"
+                "\"vs B\": tested against B; =: the two conditions scored alike on every pair (no test)",
+                transform=ax.transAxes, fontsize=7, va="top", wrap=True)
     fig.suptitle(args.title if args.title is not None else args.summary.rsplit("/", 2)[-2], fontsize=11)
     fig.tight_layout()
     fig.savefig(args.out)
