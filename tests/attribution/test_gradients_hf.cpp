@@ -9,6 +9,7 @@
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/hooks/backward_hook.hpp>
 #include <mechlens/io/safetensors.hpp>
+#include <mechlens/models/init.hpp>
 #include <mechlens/models/load.hpp>
 
 #include "test_util.hpp"
@@ -193,4 +194,30 @@ TEST_CASE("Gradients are refused, naming the hook, where a forward carries none"
   CHECK_THROWS_WITH(kv_gradients(*model, three, token_logprob(300)), Catch::Contains("outside the vocabulary"));
   // After the errors the model runs as before, with no hook left attached.
   CHECK_FALSE(model->hooks().any_attached());
+}
+
+TEST_CASE("Gradients leave a model built in memory as it was: no weight gradients, weights still trainable") {
+  ModelConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.rms_norm_eps = 1e-5;
+  Model model(c, at::TensorOptions().dtype(at::kFloat));
+  init_weights(*model, 7, 0.2);
+  for (const auto& p : model->parameters()) REQUIRE(p.requires_grad());
+  GradientRun run = run_with_gradients(*model, std::vector<int64_t>{1, 5, 9, 3}, token_logprob(4));
+  PromptState state = prefill(*model, std::vector<int64_t>{1, 5, 9, 3}, 0);
+  PromptState source = prefill(*model, std::vector<int64_t>{1, 7, 2, 3}, 0);
+  KVAttribution a = kv_attribution(*model, state, source.cache, token_logprob(4));
+  CHECK(run.gradients.get("blocks.1.hook_resid_pre").abs().max().item<double>() > 0.0);
+  CHECK(a.value_gradients.abs().max().item<double>() > 0.0);
+  for (const auto& p : model->parameters()) {
+    CHECK(p.requires_grad());
+    CHECK_FALSE(p.grad().defined());
+  }
 }

@@ -9,8 +9,9 @@
 ///   at::Tensor v = run.activations("v", 3), dv = run.gradients("v", 3);   // [batch, pos, kv, d]
 ///
 /// Only activations get gradients: the forward starts its autograd graph at the token embeddings
-/// (ForwardOptions::activation_gradients) and the weights stay frozen (load_model freezes them),
-/// so nothing is computed for the parameters. Every block runs its readable path (the fast
+/// (ForwardOptions::activation_gradients) and the weights are frozen for the call (load_model
+/// freezes them anyway; a model built in memory gets them back afterwards), so nothing is
+/// computed or left behind for the parameters. Every block runs its readable path (the fast
 /// engine has no backward). Works on CPU and CUDA, in float32 and in bfloat16 / float16 (the
 /// gradients are then in that dtype, as transformers' are).
 
@@ -20,6 +21,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <torch/nn/module.h>
 
 #include "mechlens/attribution/metric.hpp"
 #include "mechlens/core/error.hpp"
@@ -27,6 +29,30 @@
 #include "mechlens/models/model.hpp"
 
 namespace mechlens {
+
+namespace detail {
+/// Turns requires_grad off on every parameter that has it for the guard's life, so that a backward
+/// computes nothing for the weights and leaves no .grad on them (a model built in memory, unlike
+/// one from load_model, starts with trainable weights); restores them after.
+class FrozenWeights {
+ public:
+  explicit FrozenWeights(torch::nn::Module& model) {
+    for (auto& p : model.parameters())
+      if (p.requires_grad() && p.is_leaf()) {
+        p.set_requires_grad(false);
+        changed_.push_back(p);
+      }
+  }
+  ~FrozenWeights() {
+    for (auto& p : changed_) p.set_requires_grad(true);
+  }
+  FrozenWeights(const FrozenWeights&) = delete;
+  FrozenWeights& operator=(const FrozenWeights&) = delete;
+
+ private:
+  std::vector<at::Tensor> changed_;
+};
+}  // namespace detail
 
 struct GradientRun {
   at::Tensor logits;            ///< [batch, pos, vocab] (no gradient attached)
@@ -48,6 +74,7 @@ inline GradientRun run_with_gradients(ModelImpl& model, const at::Tensor& ids, c
   MECHLENS_CHECK(ids.dim() == 2, ShapeError, "run_with_gradients: ids have shape {}, expected [batch, pos]",
                  shape_str(ids.sizes()));
   at::AutoGradMode grad_mode(true);
+  detail::FrozenWeights frozen(model);
   opt.activation_gradients = true;
   const int64_t key_pos = ids.size(1) + (opt.cache ? opt.cache->length() : 0);
   ActivationCache::check_budget(model.hooks(), cache, ids.size(0), ids.size(1), key_pos, model.dtype());

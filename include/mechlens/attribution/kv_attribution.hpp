@@ -40,6 +40,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mechlens/attribution/attention_correction.hpp"
+#include "mechlens/attribution/gradients.hpp"
 #include "mechlens/attribution/metric.hpp"
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/shape.hpp"
@@ -129,6 +130,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> kv_gradients(ModelImpl& mo
   KVCache cache = target.cache.clone(target.cache.length() + ids.size(1));
   cache.track_gradients();
   at::AutoGradMode grad_mode(true);
+  detail::FrozenWeights frozen(model);
   ForwardOptions opt = detail::pending_forward_options(target, cache, ids.size(1), allow_long_context);
   at::Tensor logits = model.forward(ids, opt);
   at::Tensor value = metric(logits);
@@ -194,6 +196,7 @@ inline KVAttribution kv_attribution(ModelImpl& model, const PromptState& target,
   at::Tensor value;
   {
     at::AutoGradMode grad_mode(true);
+    detail::FrozenWeights frozen(model);
     ForwardOptions opt = detail::pending_forward_options(target, cache, ids.size(1), options.allow_long_context);
     try {
       at::Tensor logits = model.forward(ids, opt);
