@@ -18,9 +18,11 @@
 //                    cache, splice, forward the pending token): the sweep the attribution replaces
 //                    costs this once per entry (layers x KV heads x slots)
 // Peak GPU memory is reported per workload (the model's weights included).
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 
+#include <ATen/record_function.h>
 #include <CLI/CLI.hpp>
 
 #include <mechlens/attribution/kv_attribution.hpp>
@@ -93,6 +95,28 @@ int main(int argc, char** argv) {
   PromptState target = prefill(*model, prompts[0], 0);
   PromptState source = prefill(*model, prompts[1], 0);
   const double grad_ms = run("kv_gradients", [&] { kv_gradients(*model, target, first); });
+  {
+    // What a call launches: ATen operator calls (outermost only, as the profiler's top level) and
+    // autograd nodes evaluated by backward().
+    static std::atomic<int64_t> ops{0}, nodes{0}, depth{0};
+    ops = nodes = 0;
+    auto handle = at::addGlobalCallback(
+        at::RecordFunctionCallback(
+            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+              if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) ++nodes;
+              else if (depth++ == 0) ++ops;
+              return nullptr;
+            },
+            [](const at::RecordFunction& fn, at::ObserverContext*) {
+              if (fn.scope() != at::RecordScope::BACKWARD_FUNCTION) --depth;
+            })
+            .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+    kv_gradients(*model, target, first);
+    sync(dev);
+    at::removeCallback(handle);
+    rec.add("kv_gradients", "top_level_ops", static_cast<double>(ops.load()), "", "ATen calls, forward and backward");
+    rec.add("kv_gradients", "autograd_nodes", static_cast<double>(nodes.load()), "", "evaluated by backward()");
+  }
   const double attr_ms = run("kv_attribution", [&] { kv_attribution(*model, target, source.cache, first); });
   KVAttributionOptions o16;
   o16.continuation = cont16;
