@@ -150,3 +150,20 @@ TEST_CASE("Attribution patching refuses what cannot be estimated, naming it") {
                     Catch::Contains("need an alignment"));
   CHECK_FALSE(model->hooks().any_attached());
 }
+
+TEST_CASE("Attribution patching of a batch gives each row its own estimates; a batch-1 source serves every row") {
+  Model model = load_model(model_dir("llama_gqa_llama3"), {at::kFloat, test::device()});
+  const at::Tensor targets = at::tensor(std::vector<int64_t>{1, 17, 99, 4, 250, 31, 1, 60, 61, 62, 63, 64}, at::kLong).view({2, 6});
+  const at::Tensor source = ids_of({1, 44, 5, 190, 23, 61});
+  AttributionOptions o;
+  o.sites = {"blocks.1.hook_resid_pre", "blocks.2.attn.hook_rot_k", "blocks.3.attn.hook_v"};
+  Attribution both = attribution_patch(*model, targets, source, token_logprob(7), o);
+  for (int64_t r = 0; r < 2; ++r) {
+    INFO("row " << r);
+    Attribution alone = attribution_patch(*model, targets.narrow(0, r, 1), source, token_logprob(7), o);
+    for (const auto& site : o.sites) {
+      INFO(site);
+      CHECK(test::max_rel_diff(both.estimates.at(site).narrow(0, r, 1), alone.estimates.at(site)) <= 1e-5);
+    }
+  }
+}
