@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""One table from bench_study's and hf_baseline.py's JSON: medians and mechlens/HF ratios."""
+"""One table from bench_study's and hf_baseline.py's JSON: medians and mechlens/HF ratios, each
+mechlens row against the fastest transformers way measured, and against the physical limits
+(copy bandwidth and bf16 matrix rate) hf_baseline.py measured in the same run."""
 import json
 import sys
 
@@ -36,6 +38,39 @@ def main():
         v = ml.get((f"forward_{mode}", "tokens_per_s"))
         if plain and v:
             print(f"| forward with {mode} vs plain (mechlens) | {v:.1f} | {plain:.1f} | {v / plain:.3f}x |")
+    # Each mechlens row beside the fastest transformers way measured in the same run.
+    fastest = [
+        ("batch-1 decode, KV splice (tok/s)", ("decode_splice", "new_tokens_per_s"),
+         [("generate_static_compiled", "new_tokens_per_s"), ("decode_splice_loop", "new_tokens_per_s"),
+          ("generate_plain", "new_tokens_per_s")]),
+        ("phase 1, 400 x 50 tokens (tok/s)", ("phase1", "new_tokens_per_s"),
+         [("phase1_prefill_splice", "new_tokens_per_s"), ("phase1_generate_all", "new_tokens_per_s"),
+          ("phase1_batched32", "new_tokens_per_s"), ("phase1_loop", "new_tokens_per_s")]),
+    ]
+    print("\n| workload | mechlens | fastest transformers way | its value | ratio |\n|---|---|---|---|---|")
+    for label, a, candidates in fastest:
+        have = [(hf[c], c[0]) for c in candidates if c in hf]
+        if a in ml and have:
+            best, name = max(have)
+            print(f"| {label} | {ml[a]:.1f} | {name} | {best:.1f} | {ml[a] / best:.2f}x |")
+    # Physical limits measured in the same run (hf_baseline.py's "limits" rows).
+    copy = hf.get(("limits", "copy_tb_s"))
+    tflops = hf.get(("limits", "bf16_tflops"))
+    wb_ml = ml.get(("model", "weight_bytes"))
+    if copy and wb_ml and ("decode_splice", "new_tokens_per_s") in ml:
+        bound = copy * 1e12 / (wb_ml * 2**30)
+        got = ml[("decode_splice", "new_tokens_per_s")]
+        print(f"\ndecode bound (measured copy bandwidth {copy:.2f} TB/s, {wb_ml:.2f} GiB of weights read per token): "
+              f"{bound:.0f} tok/s; mechlens {got:.0f} tok/s = {100 * got / bound:.0f} %")
+    if tflops and wb_ml and ("phase1", "new_tokens_per_s") in ml:
+        params = wb_ml * 2**30 / 2  # bf16
+        vocab_d = 128256 * 4096
+        body = params - 2 * vocab_d  # every matrix but the embedding and the unembedding
+        flops = 2 * (200 * 63 + 400 * 50) * body + 2 * (200 + 400 * 50) * vocab_d
+        bound_s = flops / (tflops * 1e12)
+        got_s = 400 * 50 / ml[("phase1", "new_tokens_per_s")]
+        print(f"phase-1 bound (measured bf16 rate {tflops:.0f} TFLOP/s, {flops:.3g} FLOP): {bound_s:.2f} s; "
+              f"mechlens {got_s:.2f} s = {100 * bound_s / got_s:.0f} % of the roofline")
     wb = ml.get(("model", "weight_bytes"))
     bw = next((v for k, v in BANDWIDTH_TBS.items() if k in gpu), None)
     if wb and bw and ("decode_splice", "new_tokens_per_s") in ml:
