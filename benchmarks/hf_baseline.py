@@ -56,6 +56,17 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
+def median_time(fn, repeats):
+    """Median seconds of `repeats` timed calls after one warm-up call (peak memory reset before each)."""
+    times = []
+    for r in range(repeats + 1):
+        torch.cuda.reset_peak_memory_stats()
+        t = timed(fn)
+        if r:
+            times.append(t)
+    return statistics.median(times)
+
+
 def rand_prompts(gen, n, length, vocab):
     return torch.randint(3, vocab, (n, length), generator=gen).tolist()
 
@@ -156,16 +167,11 @@ def main():
         add("decode_splice_loop", "new_tokens_per_s", 128 / statistics.median(times), "tok/s", "decode only, batch 1")
         add("decode_splice_loop", "peak_gib", peak, "GiB")
 
-    times = []
     x = torch.tensor([tgt], device="cuda")
-    for r in range(args.repeats + 1 if want("generate_plain") else 0):
-        torch.cuda.reset_peak_memory_stats()
-        t = timed(lambda: model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=128,
-                                         min_new_tokens=128, do_sample=False))
-        if r:
-            times.append(t)
-    if times:
-        add("generate_plain", "new_tokens_per_s", 128 / statistics.median(times), "tok/s", "incl. prefill, eager")
+    if want("generate_plain"):
+        t = median_time(lambda: model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=128,
+                                               min_new_tokens=128, do_sample=False), args.repeats)
+        add("generate_plain", "new_tokens_per_s", 128 / t, "tok/s", "incl. prefill, eager")
         add("generate_plain", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
     # --- phase 1 ------------------------------------------------------------------------------
@@ -198,31 +204,20 @@ def main():
                 decode_loop(model, cache, [p[-1] for p in pend_from[lo:hi]], 50, 0.7, sgen)
 
     if want("phase1_batched32"):
-        times = []
-        for r in range(args.repeats + 1):
-            torch.cuda.reset_peak_memory_stats()
-            t = timed(batched)
-            if r:
-                times.append(t)
-        add("phase1_batched32", "new_tokens_per_s", pairs * 4 * 50 / statistics.median(times), "tok/s",
-            "32 pairs per batch, Python decode loop")
-        add("phase1_batched32", "seconds", statistics.median(times), "s")
+        t = median_time(batched, args.repeats)
+        add("phase1_batched32", "new_tokens_per_s", pairs * 4 * 50 / t, "tok/s", "32 pairs per batch, Python decode loop")
+        add("phase1_batched32", "seconds", t, "s")
         add("phase1_batched32", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
     # --- phase 1 the fast ways: one generate() over everything, and the study's own work ------
     if want("phase1_generate_all"):
         rows_ids = [ids for cache_from, _ in conditions for ids in cache_from]  # 400 prompts
         x_all = torch.tensor(rows_ids, device="cuda")
-        times = []
-        for r in range(args.repeats + 1):
-            torch.cuda.reset_peak_memory_stats()
-            t = timed(lambda: model.generate(input_ids=x_all, attention_mask=torch.ones_like(x_all), max_new_tokens=50,
-                                             min_new_tokens=50, do_sample=True, temperature=0.7, top_k=0, top_p=1.0))
-            if r:
-                times.append(t)
-        add("phase1_generate_all", "new_tokens_per_s", 400 * 50 / statistics.median(times), "tok/s",
-            "one generate() over 400 sequences, 400 prefills")
-        add("phase1_generate_all", "seconds", statistics.median(times), "s")
+        t = median_time(lambda: model.generate(input_ids=x_all, attention_mask=torch.ones_like(x_all), max_new_tokens=50,
+                                               min_new_tokens=50, do_sample=True, temperature=0.7, top_k=0, top_p=1.0),
+                        args.repeats)
+        add("phase1_generate_all", "new_tokens_per_s", 400 * 50 / t, "tok/s", "one generate() over 400 sequences, 400 prefills")
+        add("phase1_generate_all", "seconds", t, "s")
         add("phase1_generate_all", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
     if want("phase1_prefill_splice"):
@@ -238,15 +233,10 @@ def main():
             pending = [p[-1] for p in base] + [p[-1] for p in recu] + [p[-1] for p in base] + [p[-1] for p in recu]
             decode_loop(model, cache, pending, 50, 0.7, sgen)
 
-        times = []
-        for r in range(args.repeats + 1):
-            torch.cuda.reset_peak_memory_stats()
-            t = timed(prefill_splice)
-            if r:
-                times.append(t)
-        add("phase1_prefill_splice", "new_tokens_per_s", 400 * 50 / statistics.median(times), "tok/s",
+        t = median_time(prefill_splice, args.repeats)
+        add("phase1_prefill_splice", "new_tokens_per_s", 400 * 50 / t, "tok/s",
             "200 prefills, 400-row cache by index_select, one decode loop")
-        add("phase1_prefill_splice", "seconds", statistics.median(times), "s")
+        add("phase1_prefill_splice", "seconds", t, "s")
         add("phase1_prefill_splice", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
     # --- R_V with forward hooks ---------------------------------------------------------------
@@ -274,15 +264,10 @@ def main():
                 out.append(pr(grabbed[24]) / pr(grabbed[4]))
             return torch.cat(out)
 
-        times = []
-        for r in range(args.repeats + 1):
-            torch.cuda.reset_peak_memory_stats()
-            t = timed(rv_all)
-            if r:
-                times.append(t)
+        t = median_time(rv_all, args.repeats)
         for h in handles:
             h.remove()
-        add("rv_hooked", "prompts_per_s", 1000 / statistics.median(times), "prompts/s", "batches of 50")
+        add("rv_hooked", "prompts_per_s", 1000 / t, "prompts/s", "batches of 50")
         add("rv_hooked", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
     # --- forward throughput -------------------------------------------------------------------

@@ -32,6 +32,7 @@
 /// it would get alone. docs/attribution.md explains the method and its limits.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -117,6 +118,34 @@ inline at::Tensor pending_and_continuation(const PromptState& state, const at::T
 }
 }  // namespace detail
 
+namespace detail {
+/// The forward over the target's pending token (+ continuation) on a copy of its cache whose held
+/// slots are autograd leaves, the metric, and the backward: returns the metric and leaves the
+/// gradients in `cache` (key_gradients, value_gradients). `before_backward` runs between the
+/// forward and the backward (kv_attribution stops its activation caches there).
+inline at::Tensor pending_backward(ModelImpl& model, const PromptState& target, const Metric& metric,
+                                   const at::Tensor& continuation, bool allow_long_context, const char* who,
+                                   KVCache& cache, const std::function<void()>& before_backward = {}) {
+  MECHLENS_CHECK(static_cast<bool>(metric), ArgumentError, "{}: no metric given", who);
+  MECHLENS_CHECK(target.cache.defined() && target.cache.length() > 0, ArgumentError,
+                 "{}: the target's cache holds no slots (a one-token prompt has nothing prefilled)", who);
+  at::Tensor ids = pending_and_continuation(target, continuation, who);
+  cache = target.cache.clone(target.cache.length() + ids.size(1));
+  cache.track_gradients();
+  at::AutoGradMode grad_mode(true);
+  FrozenWeights frozen(model);
+  ForwardOptions opt = pending_forward_options(target, cache, ids.size(1), allow_long_context);
+  at::Tensor logits = model.forward(ids, opt);
+  if (before_backward) before_backward();
+  at::Tensor value = metric(logits);
+  MECHLENS_CHECK(value.defined() && value.numel() == 1 && value.requires_grad(), ArgumentError,
+                 "{}: the metric must return one value computed from the logits (got {} values{})", who,
+                 value.defined() ? value.numel() : 0, value.defined() && !value.requires_grad() ? ", no gradient" : "");
+  value.backward();
+  return value.detach();
+}
+}  // namespace detail
+
 /// ∂metric/∂(every key and value in the target's cache) for the forward described in the file
 /// comment: returns {key gradients, value gradients, metric}, each gradient [layers, batch,
 /// kv_heads, slots, d_head]. The target state is not changed.
@@ -124,22 +153,9 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> kv_gradients(ModelImpl& mo
                                                                    const Metric& metric,
                                                                    const at::Tensor& continuation = at::Tensor(),
                                                                    bool allow_long_context = false) {
-  MECHLENS_CHECK(static_cast<bool>(metric), ArgumentError, "kv_gradients: no metric given");
-  MECHLENS_CHECK(target.cache.defined() && target.cache.length() > 0, ArgumentError,
-                 "kv_gradients: the target's cache holds no slots (a one-token prompt has nothing prefilled)");
-  at::Tensor ids = detail::pending_and_continuation(target, continuation, "kv_gradients");
-  KVCache cache = target.cache.clone(target.cache.length() + ids.size(1));
-  cache.track_gradients();
-  at::AutoGradMode grad_mode(true);
-  detail::FrozenWeights frozen(model);
-  ForwardOptions opt = detail::pending_forward_options(target, cache, ids.size(1), allow_long_context);
-  at::Tensor logits = model.forward(ids, opt);
-  at::Tensor value = metric(logits);
-  MECHLENS_CHECK(value.defined() && value.numel() == 1 && value.requires_grad(), ArgumentError,
-                 "kv_gradients: the metric must return one value computed from the logits (got {} values{})",
-                 value.defined() ? value.numel() : 0, value.defined() && !value.requires_grad() ? ", no gradient" : "");
-  value.backward();
-  return {cache.key_gradients(), cache.value_gradients(), value.detach()};
+  KVCache cache;
+  at::Tensor value = detail::pending_backward(model, target, metric, continuation, allow_long_context, "kv_gradients", cache);
+  return {cache.key_gradients(), cache.value_gradients(), value};
 }
 
 /// The estimates of splicing each entry of `source` into `target` (file comment). `source` is
@@ -182,9 +198,7 @@ inline KVAttribution kv_attribution(ModelImpl& model, const PromptState& target,
       for (int64_t r = 0; r < b; ++r) has[static_cast<size_t>(r * n + t)] = 1;
   }
 
-  at::Tensor ids = detail::pending_and_continuation(target, options.continuation, "kv_attribution");
-  KVCache cache = target.cache.clone(n + ids.size(1));
-  cache.track_gradients();
+  KVCache cache;
   ActivationCache queries, patterns, pattern_grads;
   if (options.recompute_attention) {
     CacheOptions q_opts, p_opts;
@@ -195,28 +209,19 @@ inline KVAttribution kv_attribution(ModelImpl& model, const PromptState& target,
     pattern_grads = ActivationCache::attach_gradients(model.hooks(), p_opts);
   }
   at::Tensor value;
-  {
-    at::AutoGradMode grad_mode(true);
-    detail::FrozenWeights frozen(model);
-    ForwardOptions opt = detail::pending_forward_options(target, cache, ids.size(1), options.allow_long_context);
-    try {
-      at::Tensor logits = model.forward(ids, opt);
-      queries.detach();
-      patterns.detach();
-      value = metric(logits);
-      MECHLENS_CHECK(value.defined() && value.numel() == 1 && value.requires_grad(), ArgumentError,
-                     "kv_attribution: the metric must return one value computed from the logits (got {} values{})",
-                     value.defined() ? value.numel() : 0,
-                     value.defined() && !value.requires_grad() ? ", no gradient" : "");
-      value.backward();
-    } catch (...) {
-      queries.detach();
-      patterns.detach();
-      pattern_grads.detach();
-      throw;
-    }
+  try {
+    value = detail::pending_backward(model, target, metric, options.continuation, options.allow_long_context,
+                                     "kv_attribution", cache, [&] {
+                                       queries.detach();
+                                       patterns.detach();
+                                     });
+  } catch (...) {
+    queries.detach();
+    patterns.detach();
     pattern_grads.detach();
+    throw;
   }
+  pattern_grads.detach();
 
   at::NoGradGuard no_grad;
   KVAttribution out;

@@ -55,18 +55,12 @@ class ActivationCache {
   /// Attaches to every hook point `options.names` selects. Stays attached until detach() or
   /// destruction of the returned object.
   static ActivationCache attach(HookRegistry& registry, const CacheOptions& options) {
-    ActivationCache cache;
-    cache.options_ = options;
-    auto store = cache.store_;
-    std::vector<HookPoint*> points = select(registry, options);
-    CacheOptions opts = options;
-    HookFn fn = [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-      record(*store, opts, x, ctx);
-      return std::nullopt;
-    };
-    for (auto* p : points) store->points[p->name()] = p;
-    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, fn));
-    return cache;
+    return attached(registry, options, [](std::shared_ptr<Store> store, CacheOptions opts) -> HookFn {
+      return [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        record(*store, opts, x, ctx);
+        return std::nullopt;
+      };
+    });
   }
 
   /// The gradients at the same hook points (TransformerLens' backward cache): attaches a backward
@@ -77,19 +71,14 @@ class ActivationCache {
   static ActivationCache attach_gradients(HookRegistry& registry, const CacheOptions& options) {
     MECHLENS_CHECK(!options.accumulate, ArgumentError,
                    "activation cache: gradients are recorded per backward; CacheOptions::accumulate is for activations");
-    ActivationCache cache;
-    cache.options_ = options;
-    auto store = cache.store_;
-    std::vector<HookPoint*> points = select(registry, options);
-    CacheOptions opts = options;
-    BackwardHookFn fn = [store, opts](const at::Tensor& grad, const HookContext& ctx) -> std::optional<at::Tensor> {
-      // A copy: the autograd engine owns the buffer it hands to hooks (and may hand an expanded view).
-      record(*store, opts, grad.clone(at::MemoryFormat::Contiguous), ctx);
-      return std::nullopt;
-    };
-    for (auto* p : points) store->points[p->name()] = p;
-    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, detail::backward_hook_forwarder(fn)));
-    return cache;
+    return attached(registry, options, [](std::shared_ptr<Store> store, CacheOptions opts) -> HookFn {
+      return detail::backward_hook_forwarder(
+          [store, opts](const at::Tensor& grad, const HookContext& ctx) -> std::optional<at::Tensor> {
+            // A copy: the autograd engine owns the buffer it hands to hooks (and may hand an expanded view).
+            record(*store, opts, grad.clone(at::MemoryFormat::Contiguous), ctx);
+            return std::nullopt;
+          });
+    });
   }
 
   /// Bytes the selected activations will take for a forward of `batch` × `pos` tokens over
@@ -206,6 +195,16 @@ class ActivationCache {
         pending_streams.push_back(s);
     }
   };
+  /// A cache attached to the points `options` selects through the hook `make(store, options)` gives.
+  template <class Make>
+  static ActivationCache attached(HookRegistry& registry, const CacheOptions& options, Make make) {
+    ActivationCache cache;
+    cache.options_ = options;
+    std::vector<HookPoint*> points = select(registry, options);
+    for (auto* p : points) cache.store_->points[p->name()] = p;
+    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, make(cache.store_, options)));
+    return cache;
+  }
   /// Stores `x` (an activation, or a gradient) under the hook's name, as `opts` asks.
   static void record(Store& store, const CacheOptions& opts, const at::Tensor& x, const HookContext& ctx) {
     const HookPoint* point = store.points.at(ctx.name);

@@ -54,9 +54,8 @@ inline HookFn backward_hook_forwarder(BackwardHookFn fn) {
     auto name = std::make_shared<std::string>(ctx.name);
     const int64_t layer = ctx.layer;
     const HookPoint* point = &ctx.point;
-    const auto sizes = x.sizes().vec();
     at::Tensor hooked = x;
-    hooked.register_hook([shared, run, name, layer, point, sizes](const at::Tensor& grad) -> at::Tensor {
+    hooked.register_hook([shared, run, name, layer, point](const at::Tensor& grad) -> at::Tensor {
       HookContext c{*name, layer, *run, *point};
       std::optional<at::Tensor> out = (*shared)(grad, c);
       if (!out) return at::Tensor();  // undefined: the gradient is kept
