@@ -4,9 +4,13 @@
 // checkpoint): residual patches (exact, right-aligned from longer and shorter sources), a V patch
 // of the prompt's last two tokens, a patch of prompt and generated tokens from the source's own
 // generation (an accumulating activation cache), steering in four scopes and a head ablation on
-// generated tokens. Tokens are compared while every reference margin up to them is above 1e-3.
+// generated tokens; on CUDA the same with the steps captured as a CUDA graph, token for token
+// against eager steps. An activation cache with a reserve (which records inside the graph) holds
+// layer L's output at the generated tokens as transformers' hooks saw it. Tokens are compared
+// while every reference margin up to them is above 1e-3.
 #include <mechlens/generation/generate.hpp>
 #include <mechlens/hooks/activation_cache.hpp>
+#include <mechlens/hooks/hook_name.hpp>
 #include <mechlens/interventions/ablation.hpp>
 #include <mechlens/interventions/patch.hpp>
 #include <mechlens/interventions/steering.hpp>
@@ -99,8 +103,57 @@ TEST_CASE("Interventions in each scope reproduce transformers' generate() with t
         INFO("token " << k);
         REQUIRE(out.tokens[0][k] == expected[k]);
       }
-      // Steps after the last one a hook acts in replay a CUDA graph (CUDA, fused model).
-      if (test::device().is_cuda() && model->fused()) CHECK(out.used_cuda_graph == (steps.end <= 4));
+      // On CUDA (fused model) the steps from the first one after which the acting hooks stay the
+      // same and are all capturable replay a CUDA graph: every case but the patch of generated
+      // tokens (a patch reads its source at each step's column). The graph's tokens are the eager
+      // steps', every one of them.
+      if (test::device().is_cuda() && model->fused()) {
+        CHECK(out.used_cuda_graph == (iv.is_capturable() || steps.end <= 4));
+        GenerationOptions eager = greedy(static_cast<int64_t>(expected.size()));
+        eager.use_cuda_graph = false;
+        const auto eager_out = generate(*model, {target}, eager);
+        REQUIRE_FALSE(eager_out.used_cuda_graph);
+        REQUIRE(out.tokens == eager_out.tokens);
+      }
+    }
+  }
+}
+
+TEST_CASE("An activation cache with a reserve records what transformers' generate() feeds, graph or not") {
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa", "qwen2_bias"}) {
+    Model model = load_model(model_dir(name), {at::kFloat, test::device()});
+    const auto plain = io::read_json_file(model_dir(name) + "/scopes.json").at("plain");
+    const auto target = plain.at("target_ids").get<std::vector<int64_t>>();
+    const auto expected = plain.at("new_ids").get<std::vector<int64_t>>();
+    const auto rows = plain.at("hidden_generated").get<std::vector<std::vector<double>>>();
+    const int64_t layer = plain.at("layer").get<int64_t>(), n_new = static_cast<int64_t>(expected.size());
+    const int64_t prompt = static_cast<int64_t>(target.size());
+    REQUIRE(static_cast<int64_t>(rows.size()) == n_new - 1);
+    std::vector<double> flat;
+    for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+    const at::Tensor reference = at::tensor(flat, at::TensorOptions().dtype(at::kDouble)).view({n_new - 1, -1});
+    for (bool graph : {true, false}) {
+      INFO(name << (graph ? " graph" : " eager"));
+      CacheOptions co;
+      co.names = {hook_name(layer, "hook_resid_post")};
+      co.accumulate = true;
+      co.reserve = prompt + n_new;
+      ActivationCache cache = ActivationCache::attach(model->hooks(), co);
+      GenerationOptions g = greedy(n_new);
+      g.use_cuda_graph = graph;
+      const auto out = generate(*model, {target}, g);
+      cache.detach();
+      if (test::device().is_cuda() && model->fused()) CHECK(out.used_cuda_graph == graph);
+      const size_t n = test::comparable(plain.at("margins"));
+      REQUIRE(n >= 4);
+      for (size_t k = 0; k < n; ++k) REQUIRE(out.tokens[0][k] == expected[k]);
+      // prefill (prompt - 1) + the pending token + the generated tokens fed (n_new - 1).
+      const at::Tensor& held = cache.get(co.names[0]);
+      REQUIRE(held.size(1) == prompt + n_new - 1);
+      REQUIRE(cache.prompt_columns(co.names[0]) == prompt);
+      // Compared up to the last generated token fed whose reference margins are all above the rule.
+      const int64_t fed = std::min<int64_t>(static_cast<int64_t>(n), n_new - 1);
+      REQUIRE(test::max_rel_diff(held[0].narrow(0, prompt, fed), reference.narrow(0, 0, fed)) <= 1e-4);
     }
   }
 }

@@ -179,3 +179,90 @@ TEST_CASE("The activation cache slices positions, converts dtype and enforces it
   all.max_bytes = 1000;
   REQUIRE_THROWS_WITH(ActivationCache::check_budget(reg, all, 2, 5, 5, at::kFloat), Catch::Contains("max_bytes"));
 }
+
+TEST_CASE("graph_steps_begin: the first step from which the acting hooks stay the same and all are capturable") {
+  HookRegistry reg;
+  reg.add_point("x", -1, {kDimBatch, kDimPos});
+  reg.add_point("blocks.0.attn.hook_pattern", 0, {kDimBatch, 4, kDimPos, kDimKeyPos});
+  auto noop = [](const at::Tensor&, const HookContext&) { return std::optional<at::Tensor>(); };
+  const Intervention eager("x", noop), graph = Intervention("x", noop).capturable();
+  CHECK(graph.is_capturable());
+  CHECK_FALSE(eager.is_capturable());
+  CHECK_FALSE((graph | eager).is_capturable());
+  auto begin_with = [&](const Intervention& iv) {
+    auto scope = iv.apply(reg);
+    return reg.graph_steps_begin();
+  };
+  CHECK(reg.graph_steps_begin() == 1);                                  // nothing attached
+  CHECK(begin_with(eager) == 1);                                        // the prompt scope ends at step 1
+  CHECK(begin_with(eager.scope(Scope::Generated)) == Steps::kOpen);     // acts at every step, not capturable
+  CHECK(begin_with(graph.scope(Scope::Generated)) == 1);
+  CHECK(begin_with(graph.scope(Scope::Both)) == 1);                     // the prompt (step 0) is never replayed
+  CHECK(begin_with(graph.at_steps(3)) == 3);                            // starts acting at step 3
+  CHECK(begin_with(graph.at_steps(2, 5)) == 5);                         // stops acting at step 5
+  CHECK(begin_with(eager.at_steps(2, 5)) == 5);
+  CHECK(begin_with(graph.at_steps(2) | eager.at_steps(1, 6)) == 6);
+  CHECK(begin_with(graph.at_steps(2) | eager.at_steps(4)) == Steps::kOpen);
+  // A pattern spans the cache's capacity inside a graph: hooks there never run in one.
+  CHECK(begin_with(Intervention("blocks.0.attn.hook_pattern", noop).capturable().scope(Scope::Generated)) ==
+        Steps::kOpen);
+  CHECK(reg.graph_steps_begin() == 1);  // everything detached again
+}
+
+TEST_CASE("An activation cache with a reserve records each forward at a device-side offset, as accumulate does") {
+  HookRegistry reg;
+  HookPoint& a = reg.add_point("blocks.0.hook_resid_pre", 0, {kDimBatch, kDimPos, 3});
+  reg.add_point("blocks.0.attn.hook_pattern", 0, {kDimBatch, 4, kDimPos, kDimKeyPos});
+  const std::string name = "blocks.0.hook_resid_pre";
+  CacheOptions grow;
+  grow.names = {name};
+  grow.accumulate = true;
+  CacheOptions held = grow;
+  held.reserve = 6;
+  held.dtype = at::kDouble;
+  ActivationCache grown = ActivationCache::attach(reg, grow);
+  ActivationCache reserved = ActivationCache::attach(reg, held);
+  REQUIRE(reg.graph_steps_begin() == Steps::kOpen);  // the growing cache is not capturable
+  // A 5-column prompt, row 1 left-padded by one: prefill (columns 0..3), then columns 4 and 5.
+  at::Tensor x = at::randn({2, 6, 3});
+  reg.run_state().live = at::tensor(std::vector<int64_t>{1, 1, 1, 1, 0, 1, 1, 1}).to(at::kBool).view({2, 4});
+  columns(reg, 0, 4, 5);
+  a(x.narrow(1, 0, 4));
+  reg.run_state().live = at::Tensor();
+  for (int64_t c = 4; c < 6; ++c) {
+    columns(reg, c, 1, 5);
+    a(x.narrow(1, c, 1));
+  }
+  REQUIRE(reserved.get(name).sizes() == at::IntArrayRef({2, 6, 3}));
+  REQUIRE(reserved.get(name).scalar_type() == at::kDouble);
+  REQUIRE(reserved.get(name).equal(grown.get(name).to(at::kDouble)));
+  REQUIRE(reserved.get(name).equal(x.to(at::kDouble)));
+  REQUIRE(reserved.live(name).equal(grown.live(name)));
+  REQUIRE(reserved.prompt_columns(name) == 5);
+  REQUIRE(reserved.bytes() == 2 * 7 * 3 * 8);  // the whole reserve, with its spare slot
+  const ActivationCache before = reserved.snapshot();
+  // A seventh position is past the reserve: reading the cache then says so.
+  columns(reg, 6, 1, 5);
+  a(at::ones({2, 1, 3}));
+  REQUIRE(before.get(name).equal(x.to(at::kDouble)));  // the snapshot kept its own copy
+  REQUIRE_THROWS_WITH(reserved.get(name), Catch::Contains(name) && Catch::Contains("saw 7 positions") &&
+                                              Catch::Contains("reserve is 6") && Catch::Contains("at least 7"));
+  reserved.clear();
+  grown.detach();
+  reserved.detach();
+
+  // What a reserve cannot do is refused before anything is attached.
+  CacheOptions no_accumulate;
+  no_accumulate.names = {name};
+  no_accumulate.reserve = 4;
+  REQUIRE_THROWS_WITH(ActivationCache::attach(reg, no_accumulate), Catch::Contains("needs accumulate"));
+  CacheOptions sliced = held;
+  sliced.positions = Positions::last(2);
+  REQUIRE_THROWS_WITH(ActivationCache::attach(reg, sliced), Catch::Contains("no positions slice"));
+  CacheOptions pattern = held;
+  pattern.names = {"blocks.0.attn.hook_pattern"};
+  REQUIRE_THROWS_WITH(ActivationCache::attach(reg, pattern),
+                      Catch::Contains("blocks.0.attn.hook_pattern") && Catch::Contains("key positions"));
+  REQUIRE_THROWS_WITH(ActivationCache::attach_gradients(reg, held), Catch::Contains("reserve"));
+  REQUIRE_FALSE(reg.any_attached());
+}

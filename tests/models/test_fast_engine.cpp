@@ -5,6 +5,8 @@
 // tensor's scale (the paths differ only in GEMM shapes, hence float32 summation order);
 // bfloat16, 2e-2 (the parity tests' bound for hooked vs unhooked paths).
 #include <mechlens/generation/generate.hpp>
+#include <mechlens/interventions/ablation.hpp>
+#include <mechlens/interventions/steering.hpp>
 #include <mechlens/models/init.hpp>
 #include <mechlens/models/model.hpp>
 
@@ -102,7 +104,7 @@ TEST_CASE("The fast engine's static-shape step (CUDA graphs' step) computes the 
   }
 }
 
-TEST_CASE("A static-shape step refuses an unfused model and an active hook") {
+TEST_CASE("A static-shape step refuses an unfused model") {
   at::NoGradGuard no_grad;
   Model m(config(Shape::Gqa), at::TensorOptions().dtype(at::kFloat));
   init_weights(*m, 11, 0.2);
@@ -112,10 +114,36 @@ TEST_CASE("A static-shape step refuses an unfused model and an active hook") {
   o.positions = at::zeros({1, 1}, at::kLong);
   REQUIRE_THROWS_WITH(mechlens::detail::StaticStep::run(*m, at::zeros({1, 1}, at::kLong), o, at::zeros({1}, at::kLong)),
                       Catch::Contains("fused model"));
-  m->fuse_projections();
-  auto h = m->add_hook("blocks.1.hook_mlp_out", [](const at::Tensor&, const HookContext&) { return std::nullopt; });
-  REQUIRE_THROWS_WITH(mechlens::detail::StaticStep::run(*m, at::zeros({1, 1}, at::kLong), o, at::zeros({1}, at::kLong)),
-                      Catch::Contains("block 1 cannot (a hook is active"));
+}
+
+TEST_CASE("A static-shape step runs hooked blocks on the readable path at the same slot: the readable logits") {
+  // What a captured CUDA-graph step with capturable hooks runs (generation/cuda_graph.hpp).
+  at::NoGradGuard no_grad;
+  for (Shape s : kShapes) {
+    for (int64_t batch : {1, 2}) {
+      Model m = fused_model(s);
+      INFO("shape " << static_cast<int>(s) << " batch " << batch);
+      at::Tensor ids = at::randint(0, 64, {batch, 8}, at::kLong).to(test::device());
+      const at::Tensor plain = m->forward(ids, readable());
+      auto scope = m->apply((steer("blocks.1.hook_resid_post", at::randn({64}, at::kFloat), 0.5) |
+                             zero_ablate("blocks.0.attn.hook_z", Selection().at_heads({1})))
+                                .scope(Scope::Both));
+      const at::Tensor full = m->forward(ids, readable());
+      REQUIRE(test::max_rel_diff(full, plain) > 1e-3);  // the hooks change the logits
+      KVCache cache = KVCache::for_model(m->config(), batch, 10, m->options());
+      m->forward(ids.narrow(1, 0, 3), test::with_cache(cache));
+      for (int64_t t = 3; t < 8; ++t) {
+        ForwardOptions o;
+        o.cache = &cache;
+        o.positions = at::full({batch, 1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
+        at::Tensor slot = at::full({1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
+        at::Tensor step = mechlens::detail::StaticStep::run(*m, ids.narrow(1, t, 1), o, slot);
+        cache.set_length(t + 1, false);
+        INFO("position " << t);
+        REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) <= 1e-5);
+      }
+    }
+  }
 }
 
 TEST_CASE("A hooked block takes the readable path while the others stay in the engine: same result") {

@@ -30,8 +30,10 @@ The cases (L = a middle layer, h = KV head / query head 1; every vector and prom
   zero_head_generated      query head 1's slice of o_proj's input zeroed on generated tokens
 
 Each record holds the target and source ids, the intervention's parameters, new_ids (greedy, no
-stop at eos) and margins (top-1 minus top-2 logit of each step, from generate's raw logits), and
-the run checks itself: a scope that leaves the prompt alone gives the unpatched first token, the
+stop at eos) and margins (top-1 minus top-2 logit of each step, from generate's raw logits).
+"plain" (no intervention) also holds hidden_generated: layer L's output at each generated token
+generate() feeds (forwards 1..N-1), what an activation cache over the generated tokens records.
+The run checks itself: a scope that leaves the prompt alone gives the unpatched first token, the
 prompt scope changes the first token's logits, and the last generated token of the source feeds
 nothing (the source sequence holds n + N - 1 positions).
 
@@ -104,6 +106,25 @@ def generate(model, ids, install=None):
 
 
 @torch.no_grad()
+def generated_hidden(model, ids, L):
+    """Decoder layer L's output at each generated token generate() feeds (forwards 1..N-1), as an
+    activation cache over the generated tokens records it."""
+    rows = []
+
+    def install(counter):
+        def hook(m, a, o):
+            if counter.step >= 1:
+                rows.append(layer_output(o)[0, -1].tolist())
+            return None
+
+        return [model.model.layers[L].register_forward_hook(hook)]
+
+    generate(model, ids, install)
+    ref.check(len(rows) == N_NEW - 1, f"recorded {len(rows)} generated tokens, expected {N_NEW - 1}")
+    return rows
+
+
+@torch.no_grad()
 def hidden_after(model, ids, L):
     """Decoder layer L's output over the whole sequence (one forward)."""
     return model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[L + 1][0]
@@ -169,6 +190,7 @@ def run(models_dir, name):
     vec = torch.randn(cfg.hidden_size, generator=gen)
 
     plain_new, plain_margins, plain_logits = generate(model, target)
+    plain_hidden = generated_hidden(model, target, L)
     cases = []
 
     def add(case, install, **params):
@@ -252,7 +274,8 @@ def run(models_dir, name):
         ],
         "torch": torch.__version__,
         "transformers": ref.transformers.__version__,
-        "plain": {"target_ids": target, "new_ids": plain_new, "margins": plain_margins},
+        "plain": {"target_ids": target, "new_ids": plain_new, "margins": plain_margins, "layer": L,
+                  "hidden_generated": plain_hidden},
         "cases": cases,
     }
     with open(os.path.join(path, "scopes.json"), "w") as f:

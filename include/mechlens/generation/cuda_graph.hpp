@@ -5,8 +5,10 @@
 /// static-shape step (detail::StaticStep, models/model.hpp): keys and values are written at a device-side slot
 /// index and attention covers the cache's whole capacity, masked by slot validity, so every
 /// replay has the same shapes and addresses. Compiled only where LibTorch has CUDA
-/// (MECHLENS_WITH_CUDA); decode() uses it on CUDA for a fused model for the steps after the last
-/// one an attached hook acts in (hooks with host-side logic could not change between replays).
+/// (MECHLENS_WITH_CUDA); decode() uses it on CUDA for a fused model from the step on which the
+/// hooks acting no longer change and are all capturable (HookRegistry::graph_steps_begin): their
+/// host code runs at capture, their device work at every replay; a hooked block takes its
+/// readable path inside the graph.
 
 #ifdef MECHLENS_WITH_CUDA
 
@@ -35,12 +37,13 @@ class CudaGraphStep {
   /// Runs one step for token / position [batch, 1] (on the device) and returns the logits
   /// [batch, vocab]. The first call runs eagerly (warming up cuBLAS and the allocator on this
   /// stream), the second captures, later ones replay. Must run on a non-default stream.
-  /// `column` / `prompt_columns` (RunState) tell attached hooks that this step is outside their
-  /// steps: decode() replays only steps no hook acts in.
+  /// `column` / `prompt_columns` (RunState) tell attached hooks which step this is: decode()
+  /// replays only steps with the same acting hooks as the captured one.
   at::Tensor operator()(const at::Tensor& token, const at::Tensor& position, int64_t column = 0,
-                        int64_t prompt_columns = -1) {
+                        int64_t prompt_columns = -1, int64_t step = 1) {
     column_ = column;
     prompt_columns_ = prompt_columns;
+    step_ = step;
     const int64_t length = cache_.length();
     MECHLENS_CHECK(length < cache_.capacity(), ArgumentError,
                    "CUDA-graph decoding: the KV cache is full ({} slots); reserve room before decoding",
@@ -72,7 +75,7 @@ class CudaGraphStep {
     opt.cache = &cache_;
     opt.positions = position_;
     opt.last_position_only = true;
-    opt.step = 1;
+    opt.step = step_;
     opt.first_column = column_;
     opt.prompt_columns = prompt_columns_;
     opt.allow_long_context = true;  // decode checked the generation's length against the context
@@ -84,7 +87,7 @@ class CudaGraphStep {
   at::Tensor token_, position_, slot_, out_;
   std::optional<at::cuda::CUDAGraph> graph_;
   int64_t calls_ = 0;
-  int64_t column_ = 0, prompt_columns_ = -1;
+  int64_t column_ = 0, prompt_columns_ = -1, step_ = 1;
 };
 
 }  // namespace mechlens

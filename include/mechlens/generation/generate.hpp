@@ -14,8 +14,10 @@
 ///
 /// Interventions applied to the model stay active, each in its scope (hooks/intervention.hpp): by
 /// default the whole prompt, so the first step (the pending token) runs them too; those scoped to
-/// generated tokens act on the later steps. Steps after the last one a hook acts in run as a
-/// captured CUDA graph where one can be used.
+/// generated tokens act on the later steps. On CUDA, with a fused model, the steps from the first
+/// one after which the acting hooks no longer change, and are all capturable (steer, scale,
+/// zero_ablate, mean_ablate, an ActivationCache with CacheOptions::reserve; hook_point.hpp), run as
+/// one captured CUDA graph replayed per token; the steps before it run eagerly.
 
 #include <algorithm>
 #include <cstdint>
@@ -43,8 +45,8 @@ struct GenerationOptions {
   bool record_margins = false;
   /// How often (in steps) the host checks whether every row has stopped.
   int64_t sync_every = 8;
-  /// On CUDA, capture the decoding step as a CUDA graph and replay it (used only for a fused model
-  /// with no hook attached; results equal the eager steps').
+  /// On CUDA, capture the decoding step as a CUDA graph and replay it (for a fused model, over the
+  /// steps where every acting hook is capturable: see decode(); results equal the eager steps').
   bool use_cuda_graph = true;
   /// Decode past the model's context (max_position_embeddings): refused by default, since
   /// positions there were never trained (ForwardOptions::allow_long_context).
@@ -76,7 +78,8 @@ struct GenerationResult {
   /// Per row and step: top-1 minus top-2 logit (only with record_margins).
   std::vector<std::vector<double>> margins;
   /// Whether the decoding steps ran as a captured CUDA graph (see GenerationOptions::use_cuda_graph:
-  /// CUDA build and device, a fused model, more than one step after the last one a hook acts in).
+  /// CUDA build and device, a fused model, more than one step from the first one the graph can
+  /// take: HookRegistry::graph_steps_begin).
   bool used_cuda_graph = false;
 };
 
@@ -108,10 +111,12 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
   if (state.prompt_columns < 0) state.prompt_columns = state.cache.length() + 1 - state.decoded;
   const int64_t prompt_columns = state.prompt_columns;
   auto column_of = [&](int64_t step) { return prompt_columns - 1 + state.decoded + step; };
-  // Steps up to the last generation step an attached hook acts in run eagerly (hooks run there).
-  const int64_t hooks_end = model.hooks().attached_steps_end();
+  // Steps before the first one the graph can take run eagerly: from graph_steps_begin on, the
+  // hooks acting stay the same and each is capturable, so one captured step serves every later
+  // token (hook_registry.hpp).
+  const int64_t graph_begin = model.hooks().graph_steps_begin();
   int64_t eager_steps = 0;
-  while (eager_steps < steps && column_of(eager_steps) - prompt_columns + 1 < hooks_end) ++eager_steps;
+  while (eager_steps < steps && column_of(eager_steps) - prompt_columns + 1 < graph_begin) ++eager_steps;
 
   // One step: logits [b, vocab] for `token` at `position`, appending to the cache.
   auto eager_step = [&](int64_t step) {
@@ -153,7 +158,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
       used_cuda_graph = true;
       loop([&](int64_t step) {
         if (step < eager_steps) return eager_step(step);
-        return graph_step(token, position, column_of(step), prompt_columns);
+        return graph_step(token, position, column_of(step), prompt_columns, state.decoded + step + 1);
       });
       stream.synchronize();
     }

@@ -46,6 +46,14 @@ struct CacheOptions {
   /// [batch, heads, pos, key_pos] matrix one forward over the whole sequence gives. Other
   /// dimensions must agree across forwards (an ArgumentError names the hook and both shapes).
   bool accumulate = false;
+  /// With accumulate: room for this many positions per hook, allocated on the activation's device
+  /// at its first forward, each forward written at a device-side offset. No host work per forward,
+  /// so the cache records inside decode()'s captured CUDA-graph steps (it is capturable,
+  /// hook_point.hpp). Positions past the reserve are not kept, and reading the cache is then an
+  /// error naming the hook and the positions it saw. Takes no `positions` slice and no `device`
+  /// other than the activation's; hooks with key positions (hook_pattern, hook_attn_scores) are
+  /// refused. 0: grow by concatenation (host work every forward, so decoding runs eagerly).
+  int64_t reserve = 0;
 };
 
 class ActivationCache {
@@ -55,9 +63,13 @@ class ActivationCache {
   /// Attaches to every hook point `options.names` selects. Stays attached until detach() or
   /// destruction of the returned object.
   static ActivationCache attach(HookRegistry& registry, const CacheOptions& options) {
+    if (options.reserve != 0) check_reserve(registry, options);
     return attached(registry, options, [](std::shared_ptr<Store> store, CacheOptions opts) -> HookFn {
       return [store, opts](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
-        record(*store, opts, x, ctx);
+        if (opts.reserve > 0)
+          record_reserved(*store, opts, x, ctx);
+        else
+          record(*store, opts, x, ctx);
         return std::nullopt;
       };
     });
@@ -69,8 +81,9 @@ class ActivationCache {
   /// passes there. The forward must carry gradients (ForwardOptions::activation_gradients; or
   /// use run_with_gradients, attribution/gradients.hpp). `accumulate` is refused.
   static ActivationCache attach_gradients(HookRegistry& registry, const CacheOptions& options) {
-    MECHLENS_CHECK(!options.accumulate, ArgumentError,
-                   "activation cache: gradients are recorded per backward; CacheOptions::accumulate is for activations");
+    MECHLENS_CHECK(!options.accumulate && options.reserve == 0, ArgumentError,
+                   "activation cache: gradients are recorded per backward; CacheOptions::accumulate and reserve are "
+                   "for activations");
     return attached(registry, options, [](std::shared_ptr<Store> store, CacheOptions opts) -> HookFn {
       return detail::backward_hook_forwarder(
           [store, opts](const at::Tensor& grad, const HookContext& ctx) -> std::optional<at::Tensor> {
@@ -106,13 +119,18 @@ class ActivationCache {
                    need >> 20, batch, pos, *options.max_bytes >> 20);
   }
 
-  bool contains(const std::string& name) const { return store_->tensors.count(name) > 0; }
+  bool contains(const std::string& name) const {
+    return store_->tensors.count(name) > 0 || store_->reserved.count(name) > 0;
+  }
   /// The stored activation; a NotFoundError naming the nearest stored names otherwise. Waits
   /// for pending device-to-host copies first (synchronize).
   const at::Tensor& get(const std::string& name) const {
     synchronize();
     auto it = store_->tensors.find(name);
-    if (it != store_->tensors.end()) return it->second;
+    if (it != store_->tensors.end()) {
+      check_kept(*store_, name);
+      return it->second;
+    }
     std::vector<std::string> have = names();
     detail::raise<NotFoundError>("activation cache holds no '{}' ({} stored; nearest: {})", name, have.size(),
                                  detail::quoted_list(detail::nearest_names(name, have)));
@@ -123,12 +141,14 @@ class ActivationCache {
   const at::Tensor& get(std::string_view site, int64_t layer) const { return get(hook_name(layer, site)); }
   const at::Tensor& operator()(std::string_view site, int64_t layer) const { return get(site, layer); }
   std::vector<std::string> names() const {
+    synchronize();
     std::vector<std::string> out;
     for (auto& [k, v] : store_->tensors) out.push_back(k);
     return out;
   }
   const std::map<std::string, at::Tensor>& tensors() const {
     synchronize();
+    for (auto& [name, r] : store_->reserved) check_kept(*store_, name);
     return store_->tensors;
   }
   /// Waits until every offloaded copy (CUDA -> pinned host memory, queued without blocking) has
@@ -136,14 +156,21 @@ class ActivationCache {
   void synchronize() const {
     for (const c10::Stream& s : store_->pending_streams) s.synchronize();
     store_->pending_streams.clear();
+    settle_reserved(*store_);
   }
   /// A cache of its own holding the tensors stored now: later recording into this one (it may
   /// still be attached) does not change the snapshot. Patches take one.
   ActivationCache snapshot() const {
     synchronize();
+    for (auto& [name, r] : store_->reserved) check_kept(*store_, name);
     ActivationCache copy;
     copy.store_->tensors = store_->tensors;
     copy.store_->live = store_->live;
+    // Reserved hooks' tensors are views of buffers that later forwards write into.
+    for (auto& [name, r] : store_->reserved) {
+      copy.store_->tensors[name] = copy.store_->tensors[name].clone();
+      if (copy.store_->live.count(name)) copy.store_->live[name] = copy.store_->live[name].clone();
+    }
     copy.store_->prompt = store_->prompt;
     copy.store_->points = store_->points;
     copy.options_ = options_;
@@ -168,8 +195,13 @@ class ActivationCache {
   }
   /// Bytes held now.
   int64_t bytes() const {
+    synchronize();
     int64_t total = 0;
-    for (auto& [k, v] : store_->tensors) total += v.numel() * static_cast<int64_t>(v.element_size());
+    for (auto& [k, v] : store_->tensors) {
+      auto r = store_->reserved.find(k);
+      const at::Tensor& held = r == store_->reserved.end() ? v : r->second.buffer;  // the whole reserve
+      total += held.numel() * static_cast<int64_t>(held.element_size());
+    }
     return total;
   }
   /// Stops recording; the stored tensors stay (and are safe to read on the host).
@@ -181,6 +213,7 @@ class ActivationCache {
     store_->tensors.clear();
     store_->live.clear();
     store_->prompt.clear();
+    store_->reserved.clear();
   }
 
  private:
@@ -190,6 +223,16 @@ class ActivationCache {
     std::map<std::string, int64_t> prompt;  ///< prompt_columns()
     std::map<std::string, const HookPoint*> points;
     std::vector<c10::Stream> pending_streams;  ///< streams with device-to-host copies in flight
+    /// CacheOptions::reserve: per hook, a buffer with one spare slot along positions (where
+    /// positions past the reserve land), the live mask likewise, and the positions seen, counted
+    /// on the device.
+    struct Reserved {
+      at::Tensor buffer, live, count;
+      int64_t pos_dim = 0, batch_dim = 0;
+      int64_t seen = 0;  ///< positions seen, as of the last synchronize()
+      bool any_padding = false;
+    };
+    std::map<std::string, Reserved> reserved;
     void note_stream(const c10::Stream& s) {
       if (std::find(pending_streams.begin(), pending_streams.end(), s) == pending_streams.end())
         pending_streams.push_back(s);
@@ -202,7 +245,8 @@ class ActivationCache {
     cache.options_ = options;
     std::vector<HookPoint*> points = select(registry, options);
     for (auto* p : points) cache.store_->points[p->name()] = p;
-    cache.handle_ = std::make_shared<HookHandle>(registry.attach(points, make(cache.store_, options)));
+    cache.handle_ = std::make_shared<HookHandle>(
+        registry.attach(points, make(cache.store_, options), Steps::all(), /*capturable=*/options.reserve > 0));
     return cache;
   }
   /// Stores `x` (an activation, or a gradient) under the hook's name, as `opts` asks.
@@ -294,6 +338,81 @@ class ActivationCache {
       else
         store.prompt.erase(ctx.name);
     }
+  }
+  /// Refuses what CacheOptions::reserve cannot do, before anything is attached.
+  static void check_reserve(const HookRegistry& registry, const CacheOptions& options) {
+    MECHLENS_CHECK(options.reserve > 0 && options.accumulate, ArgumentError,
+                   "activation cache: CacheOptions::reserve {} needs accumulate and a positive count", options.reserve);
+    MECHLENS_CHECK(options.positions.is_all() && !options.device, ArgumentError,
+                   "activation cache: CacheOptions::reserve writes on the activation's device at every position; it "
+                   "takes no positions slice ({}) and no device", options.positions.str());
+    for (const HookPoint* p : select(registry, options)) {
+      HookLayout layout = hook_layout(*p);
+      MECHLENS_CHECK(layout.pos_dim >= 0 && layout.key_pos_dim < 0, ArgumentError,
+                     "activation cache: CacheOptions::reserve cannot hold hook '{}' ({}); select hooks with positions "
+                     "and no key positions",
+                     p->name(), layout.pos_dim < 0 ? "no position dimension" : "its key positions change every step");
+    }
+  }
+  /// record() for CacheOptions::reserve: writes x at the hook's device-side count, then advances
+  /// it, with device operations only (capturable).
+  static void record_reserved(Store& store, const CacheOptions& opts, const at::Tensor& x, const HookContext& ctx) {
+    const HookLayout layout = hook_layout(*store.points.at(ctx.name));
+    const at::Tensor kept = x.detach().to(opts.dtype.value_or(x.scalar_type()));
+    const int64_t n = kept.size(layout.pos_dim);
+    auto it = store.reserved.find(ctx.name);
+    if (it == store.reserved.end()) {
+      Store::Reserved r;
+      r.pos_dim = layout.pos_dim;
+      r.batch_dim = layout.batch_dim;
+      auto shape = kept.sizes().vec();
+      shape[static_cast<size_t>(layout.pos_dim)] = opts.reserve + 1;
+      r.buffer = at::zeros(shape, kept.options());
+      r.live = at::ones({kept.size(layout.batch_dim), opts.reserve + 1}, kept.options().dtype(at::kBool));
+      r.count = at::zeros({1}, kept.options().dtype(at::kLong));
+      it = store.reserved.emplace(ctx.name, r).first;
+      const RunState& run = ctx.run;
+      if (run.first_column == 0 && run.columns == n && run.prompt_columns != std::numeric_limits<int64_t>::max())
+        store.prompt[ctx.name] = run.prompt_columns;
+    }
+    Store::Reserved& r = it->second;
+    for (int64_t d = 0; d < kept.dim(); ++d)
+      MECHLENS_CHECK(d == layout.pos_dim || (kept.dim() == r.buffer.dim() && kept.size(d) == r.buffer.size(d)),
+                     ArgumentError,
+                     "activation cache (reserve): hook '{}' gave {} in this forward, the reserve holds {}; only "
+                     "positions may change between the forwards recorded (another batch? clear() the cache)",
+                     ctx.name, shape_str(kept.sizes()), shape_str(r.buffer.sizes()));
+    // Positions past the reserve all land in the spare slot; the count keeps counting them.
+    at::Tensor slots = (r.count + at::arange(n, r.count.options())).clamp_max(opts.reserve);
+    r.buffer.index_copy_(layout.pos_dim, slots, kept);
+    if (ctx.run.live.defined() && ctx.run.live.size(1) == n) {
+      r.live.index_copy_(1, slots, ctx.run.live.to(at::kBool));
+      r.any_padding = true;
+    }
+    r.count.add_(n);
+  }
+  /// Makes each reserved hook's recorded positions readable as a stored tensor (reads the counts:
+  /// one synchronisation).
+  static void settle_reserved(Store& store) {
+    for (auto& [name, r] : store.reserved) {
+      r.seen = r.count.item<int64_t>();
+      const int64_t kept = std::min(r.seen, r.buffer.size(r.pos_dim) - 1);
+      store.tensors[name] = r.buffer.narrow(r.pos_dim, 0, kept);
+      if (r.any_padding)
+        store.live[name] = r.live.narrow(1, 0, kept);
+      else
+        store.live.erase(name);
+    }
+  }
+  /// Refuses to hand out a reserved hook's positions when some were not kept (after settle).
+  static void check_kept(const Store& store, const std::string& name) {
+    auto it = store.reserved.find(name);
+    if (it == store.reserved.end()) return;
+    const int64_t room = it->second.buffer.size(it->second.pos_dim) - 1;
+    MECHLENS_CHECK(it->second.seen <= room, ArgumentError,
+                   "activation cache: hook '{}' saw {} positions but CacheOptions::reserve is {}; the positions after "
+                   "the first {} were not kept (reserve at least {})",
+                   name, it->second.seen, room, room, it->second.seen);
   }
   static std::vector<HookPoint*> select(const HookRegistry& registry, const CacheOptions& options) {
     // Every point but the per-head results, which cost d_model values per head and position and

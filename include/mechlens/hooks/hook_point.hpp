@@ -90,6 +90,16 @@ struct HookContext {
 
 /// A hook reads the activation and returns std::nullopt, or returns a replacement of the same
 /// shape (dtype and device are converted to the activation's).
+///
+/// Capturable hooks: decode() replays its steps as a captured CUDA graph (generation/cuda_graph.hpp),
+/// where a hook's host code runs once, at capture, and only its device work is replayed for every
+/// later token. A hook declared capturable (HookRegistry::add_hook's `capturable`,
+/// Intervention::capturable) promises that this is the same computation: for every generated token
+/// it acts on it launches the same device work on tensors of the same shapes, and it does no host
+/// work that must happen per token — no .item() or other synchronisation, no tensor made from host
+/// data (at::tensor, a CPU tensor's .to(cuda)) after its first call, no host-side state it updates.
+/// steer, scale, zero_ablate, mean_ablate (with a mean tensor) and an ActivationCache with
+/// CacheOptions::reserve are capturable; other hooks make the steps they act in run eagerly.
 using HookFn = std::function<std::optional<at::Tensor>(const at::Tensor& activation, const HookContext& ctx)>;
 
 /// Symbolic dimensions in a hook point's documented shape.
@@ -124,6 +134,10 @@ class HookPoint {
   }
   /// Whether any hook is attached, whatever its steps.
   bool attached() const { return !hooks_.empty(); }
+  /// Whether this point's activation has a key-position dimension (hook_attn_scores,
+  /// hook_pattern): in a captured step it spans the cache's whole capacity, not its length, so no
+  /// hook here runs inside a graph.
+  bool has_key_positions() const { return std::find(shape_.begin(), shape_.end(), kDimKeyPos) != shape_.end(); }
   /// The end of the last generation step a hook attached here acts in (0: none attached).
   int64_t steps_end() const {
     int64_t end = 0;
@@ -131,6 +145,12 @@ class HookPoint {
     return end;
   }
   size_t hook_count() const { return hooks_.size(); }
+  /// Calls f(steps, capturable) for each attached hook (capturable: declared so, and not on a
+  /// point with key positions).
+  template <class F>
+  void for_each_hook(F&& f) const {
+    for (const auto& h : hooks_) f(h.steps, h.capturable && !has_key_positions());
+  }
 
   /// The documented shape with the symbolic dimensions filled in.
   std::vector<int64_t> concrete_shape(int64_t batch, int64_t pos, int64_t key_pos) const {
@@ -140,11 +160,11 @@ class HookPoint {
   }
 
   /// Low-level: prefer HookRegistry::add_hook, which returns a handle that detaches.
-  void attach(uint64_t id, HookFn fn, Steps steps = Steps::all()) {
+  void attach(uint64_t id, HookFn fn, Steps steps = Steps::all(), bool capturable = false) {
     MECHLENS_CHECK(steps.begin >= 0 && steps.begin < steps.end, ArgumentError,
                    "hook on '{}': steps {}:{} are empty or negative (expected 0 <= begin < end)", name_, steps.begin,
                    steps.end);
-    hooks_.push_back({id, std::move(fn), steps});
+    hooks_.push_back({id, std::move(fn), steps, capturable});
   }
   void detach(uint64_t id) {
     for (auto it = hooks_.begin(); it != hooks_.end(); ++it)
@@ -157,6 +177,7 @@ class HookPoint {
     uint64_t id;
     HookFn fn;
     Steps steps;
+    bool capturable;
   };
 
   at::Tensor run_hooks(at::Tensor x) const {

@@ -151,18 +151,22 @@ class HookRegistry {
   /// Attaches `fn` to every hook point `pattern` selects (exact name or glob). The hooks stay
   /// attached until the returned handle is destroyed or reset. `steps`: the generation steps they
   /// act in (Steps, hook_point.hpp; default every forward).
-  [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn, Steps steps = Steps::all()) {
-    return attach(select(pattern), fn, steps);
+  /// `capturable`: the hook may run inside decode()'s captured CUDA-graph steps (see HookFn for
+  /// what that promises).
+  [[nodiscard]] HookHandle add_hook(const std::string& pattern, HookFn fn, Steps steps = Steps::all(),
+                                    bool capturable = false) {
+    return attach(select(pattern), fn, steps, capturable);
   }
   [[nodiscard]] HookHandle add_hook(const std::function<bool(const std::string&)>& predicate, HookFn fn,
-                                    Steps steps = Steps::all()) {
-    return attach(select(predicate), fn, steps);
+                                    Steps steps = Steps::all(), bool capturable = false) {
+    return attach(select(predicate), fn, steps, capturable);
   }
-  [[nodiscard]] HookHandle attach(const std::vector<HookPoint*>& points, const HookFn& fn, Steps steps = Steps::all()) {
+  [[nodiscard]] HookHandle attach(const std::vector<HookPoint*>& points, const HookFn& fn, Steps steps = Steps::all(),
+                                  bool capturable = false) {
     std::vector<std::pair<HookPoint*, uint64_t>> added;
     for (auto* p : points) {
       uint64_t id = core_->next_id++;
-      p->attach(id, fn, steps);
+      p->attach(id, fn, steps, capturable);
       added.emplace_back(p, id);
     }
     return HookHandle(core_, std::move(added));
@@ -184,6 +188,25 @@ class HookRegistry {
     int64_t end = 0;
     for (auto& p : core_->points) end = std::max(end, p.steps_end());
     return end;
+  }
+
+  /// The first generation step (>= 1) from which the attached hooks can run inside a captured
+  /// CUDA graph: the set of hooks acting stays the same for every later step (no attached hook's
+  /// steps begin or end after it), and each of them is capturable. Steps::kOpen when no such step
+  /// exists (a hook that is not capturable acts in every later step). With nothing attached, 1.
+  int64_t graph_steps_begin() const {
+    int64_t begin = 1;
+    for (auto& p : core_->points)
+      p.for_each_hook([&](const Steps& s, bool) {
+        begin = std::max(begin, s.begin);
+        if (s.end != Steps::kOpen) begin = std::max(begin, s.end);
+      });
+    bool capturable = true;
+    for (auto& p : core_->points)
+      p.for_each_hook([&](const Steps& s, bool c) {
+        if (s.contains(begin) && !c) capturable = false;
+      });
+    return capturable ? begin : Steps::kOpen;
   }
 
   RunState& run_state() { return core_->run; }

@@ -18,6 +18,10 @@
 /// prompt, step g the g-th generated token: nnsight's `iter[a:b]`). Hooks see the step and the
 /// column of each token in their context (RunState). Scopes belong to each part: in `a | b` each
 /// keeps its own, and a scope set on `a | b` applies to both.
+///
+/// Capturable: steer, scale, zero_ablate and mean_ablate with a mean tensor run inside decode()'s
+/// captured CUDA-graph steps (see HookFn, hook_point.hpp); `.capturable()` declares a hand-made
+/// intervention so. Other parts make the steps they act in run eagerly.
 
 #include <string>
 #include <utility>
@@ -46,11 +50,12 @@ class Intervention {
     HookFn fn;
     std::string label;    ///< what it does, for logs and results ("v_swap L24 positions all")
     Steps steps = Steps::prompt();  ///< the generation steps it acts in
+    bool capturable = false;        ///< may run inside a captured CUDA graph (HookFn)
   };
 
   Intervention() = default;
   Intervention(std::string pattern, HookFn fn, std::string label = {}) {
-    parts_.push_back({std::move(pattern), std::move(fn), std::move(label), Steps::prompt()});
+    parts_.push_back({std::move(pattern), std::move(fn), std::move(label), Steps::prompt(), false});
   }
 
   /// Both, `*this` first (see the file comment for the order).
@@ -77,6 +82,20 @@ class Intervention {
   /// The prompt and every generated token: scope(Scope::Both).
   Intervention during_decoding() const { return scope(Scope::Both); }
 
+  /// Every part declared capturable (or not): it may run inside decode()'s captured CUDA-graph
+  /// steps. Declare only hooks that keep HookFn's promise (hook_point.hpp).
+  Intervention capturable(bool yes = true) const {
+    Intervention out = *this;
+    for (auto& p : out.parts_) p.capturable = yes;
+    return out;
+  }
+  /// Whether every part is capturable.
+  bool is_capturable() const {
+    for (const auto& p : parts_)
+      if (!p.capturable) return false;
+    return true;
+  }
+
   const std::vector<Part>& parts() const { return parts_; }
   bool empty() const { return parts_.empty(); }
   /// The scope every part shares; "mixed" when the parts differ.
@@ -100,7 +119,7 @@ class Intervention {
   /// no hook point is an error, and nothing stays attached.
   [[nodiscard]] HookHandle apply(HookRegistry& registry) const {
     HookHandle all;
-    for (const auto& part : parts_) all.merge(registry.add_hook(part.pattern, part.fn, part.steps));
+    for (const auto& part : parts_) all.merge(registry.add_hook(part.pattern, part.fn, part.steps, part.capturable));
     return all;
   }
 

@@ -3,7 +3,8 @@
 /// Ablations: zero (set the selection to 0), mean (set it to a mean activation, e.g. over a
 /// reference set: pass the mean with the activation's trailing shape, or a cache to average over
 /// its batch and positions) and resample (set it to the activation of other inputs, rows drawn
-/// with a seed).
+/// with a seed). zero_ablate and mean_ablate with a mean tensor run inside decode()'s captured
+/// CUDA-graph steps (capturable, hook_point.hpp); the cache-based ones run eagerly.
 
 #include <cstdint>
 #include <string>
@@ -27,7 +28,7 @@ inline Intervention zero_ablate(const std::string& pattern, Selection sel = {}) 
           return detail::blend(x, mask, at::zeros({}, x.options()));
         },
         "zero " + name);
-  return out;
+  return out.capturable();
 }
 
 /// Sets the selected entries to `mean`, which broadcasts over the activation's trailing dims
@@ -37,17 +38,18 @@ inline Intervention mean_ablate(const std::string& pattern, const at::Tensor& me
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, mean](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, held = detail::DeviceCopy(mean)](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+          const at::Tensor& mean = held.source();
           HookLayout layout = hook_layout(ctx.point);
           const int64_t trailing = x.dim() - (layout.pos_dim + 1);
           MECHLENS_CHECK(mean.dim() <= trailing &&
                              x.sizes().slice(static_cast<size_t>(x.dim() - mean.dim())) == mean.sizes(),
                          ShapeError, "mean ablation at hook '{}': mean of shape {} does not broadcast over {}",
                          ctx.name, shape_str(mean.sizes()), shape_str(x.sizes()));
-          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name, &ctx.run), mean);
+          return detail::blend(x, detail::selection_mask(x, layout, sel, ctx.name, &ctx.run), held.as(x.options()));
         },
         "mean-ablate " + name);
-  return out;
+  return out.capturable();
 }
 
 /// Mean ablation with the mean taken over the batch and positions of `reference`'s activation

@@ -2,7 +2,7 @@
 /// \file
 /// Steering and scaling: add `scale × vector` to the selected entries (the vector broadcasts over
 /// the activation's trailing dims, e.g. [d_model] on the residual stream), or multiply them by a
-/// factor.
+/// factor. Both run inside decode()'s captured CUDA-graph steps (capturable, hook_point.hpp).
 
 #include <string>
 
@@ -16,17 +16,19 @@ inline Intervention steer(const std::string& pattern, const at::Tensor& vector, 
   for (const auto& name : detail::expand_layers(pattern, sel.layers))
     out |= Intervention(
         name,
-        [sel, vector, scale](const at::Tensor& x, const HookContext& ctx) -> std::optional<at::Tensor> {
+        [sel, vec = detail::DeviceCopy(vector), scale](const at::Tensor& x,
+                                                      const HookContext& ctx) -> std::optional<at::Tensor> {
+          const at::Tensor& vector = vec.source();
           MECHLENS_CHECK(vector.dim() <= x.dim() &&
                              x.sizes().slice(static_cast<size_t>(x.dim() - vector.dim())) == vector.sizes(),
                          ShapeError, "steering at hook '{}': vector of shape {} does not broadcast over {}", ctx.name,
                          shape_str(vector.sizes()), shape_str(x.sizes()));
           at::Tensor mask = detail::selection_mask(x, hook_layout(ctx.point), sel, ctx.name, &ctx.run);
-          at::Tensor shifted = x + vector.to(x.options()) * scale;
+          at::Tensor shifted = x + vec.as(x.options()) * scale;
           return mask.defined() ? at::where(mask, shifted, x) : shifted;
         },
         "steer " + name + " ×" + std::to_string(scale));
-  return out;
+  return out.capturable();
 }
 
 inline Intervention scale(const std::string& pattern, double factor, Selection sel = {}) {
@@ -40,7 +42,7 @@ inline Intervention scale(const std::string& pattern, double factor, Selection s
           return mask.defined() ? at::where(mask, scaled, x) : scaled;
         },
         "scale " + name + " ×" + std::to_string(factor));
-  return out;
+  return out.capturable();
 }
 
 }  // namespace mechlens

@@ -102,8 +102,11 @@ class AttentionImpl : public torch::nn::Module {
   /// x [batch, pos, d_model] -> the o_proj output [batch, pos, d_model].
   /// `mask.allowed` is [batch, 1, pos, key_pos] (true = attend), or undefined for plain causal
   /// attention over exactly these positions. With a cache, the new keys and values are appended
-  /// to it first and attention covers every slot it holds.
-  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache) {
+  /// to it first and attention covers every slot it holds. With `slot` ([1] int64 on the device:
+  /// the static-shape step CUDA graphs capture, one token per row) they are written at that slot
+  /// and attention covers the cache's whole capacity, `mask` ruling out the slots not filled.
+  at::Tensor forward(const at::Tensor& x, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache,
+                     const at::Tensor& slot = {}) {
     const int64_t b = x.size(0), p = x.size(1);
     at::Tensor q = (*hook_q_)(q_proj_(x).view({b, p, n_heads_, d_head_}));     // [b, p, h, d]
     at::Tensor k = (*hook_k_)(k_proj_(x).view({b, p, n_kv_heads_, d_head_}));  // [b, p, kv, d]
@@ -112,7 +115,10 @@ class AttentionImpl : public torch::nn::Module {
     k = (*hook_rot_k_)(apply_rotary(k, angles));
 
     at::Tensor keys = k.transpose(1, 2), values = v.transpose(1, 2);  // [b, kv, key_pos, d]
-    if (cache) std::tie(keys, values) = cache->write(layer_, k, v);  // every slot the cache holds
+    if (cache && slot.defined())
+      std::tie(keys, values) = cache->write_at(layer_, k, v, slot);  // the whole capacity
+    else if (cache)
+      std::tie(keys, values) = cache->write(layer_, k, v);  // every slot the cache holds
     at::Tensor z = scaled_dot_product(q.transpose(1, 2), keys, values, mask, hook_pattern_, hook_attn_scores_);
     z = (*hook_z_)(z.transpose(1, 2));  // [b, p, h, d]
     if (!hook_result_->active()) return o_proj_(z.reshape({b, p, n_heads_ * d_head_}));

@@ -39,10 +39,12 @@ class DecoderLayerImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
   }
 
-  /// resid [batch, pos, d_model] -> same.
-  at::Tensor forward(at::Tensor resid, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache) {
+  /// resid [batch, pos, d_model] -> same. `slot`: the static-shape step (AttentionImpl::forward).
+  at::Tensor forward(at::Tensor resid, const RotaryAngles& angles, const AttentionMask& mask, KVCache* cache,
+                     const at::Tensor& slot = {}) {
     resid = (*hook_resid_pre_)(std::move(resid));
-    at::Tensor attn_out = (*hook_attn_out_)(self_attn_((*hook_ln1_)(input_layernorm_(resid)), angles, mask, cache));
+    at::Tensor attn_out =
+        (*hook_attn_out_)(self_attn_->forward((*hook_ln1_)(input_layernorm_(resid)), angles, mask, cache, slot));
     resid = (*hook_resid_mid_)(resid + attn_out);
     at::Tensor mlp_out = (*hook_mlp_out_)(mlp_((*hook_ln2_)(post_attention_layernorm_(resid))));
     return (*hook_resid_post_)(resid + mlp_out);

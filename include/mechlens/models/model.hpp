@@ -307,11 +307,8 @@ class ModelImpl : public torch::nn::Module {
         if (engine && fast_[l].applies(resid)) {
           resid = fast_[l].forward(resid, angles, layer_mask, opt.cache, slot);
         } else {
-          MECHLENS_CHECK(!static_step, ArgumentError,
-                         "Model: a static-shape step runs in the fast engine, but block {} cannot (a hook is active "
-                         "there, or a gradient is needed)",
-                         l);
-          resid = blocks_[l](resid, angles, layer_mask, opt.cache);
+          // A hooked block of a static step takes the readable path with the same slot write.
+          resid = blocks_[l]->forward(resid, angles, layer_mask, opt.cache, slot);
         }
         if (static_cast<int64_t>(l) == opt.stop_after_layer) break;
       }
@@ -391,8 +388,9 @@ namespace detail {
 /// The static-shape decoding step that CUDA graphs capture (generation/cuda_graph.hpp): one token
 /// per row, ids / positions [batch, 1] on the device, written at cache slot `slot` ([1] int64 on
 /// the device, read at replay), with attention over the cache's whole capacity masked by slot
-/// validity; the cache's host length is left to the caller. Needs a fused model and no active
-/// hook. Internal to mechlens (its tests use it); not part of the API.
+/// validity; the cache's host length is left to the caller. Needs a fused model; a block with an
+/// active hook takes its readable path, writing at the same slot (so a capturable hook runs inside
+/// the captured step). Internal to mechlens (its tests use it); not part of the API.
 struct StaticStep {
   static at::Tensor run(ModelImpl& model, const at::Tensor& ids, const ForwardOptions& opt, const at::Tensor& slot) {
     at::NoGradGuard no_grad;  // inference only, as the engine is

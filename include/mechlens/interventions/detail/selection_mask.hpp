@@ -3,8 +3,11 @@
 /// Internals shared by the interventions: turning a Selection into a boolean mask that broadcasts
 /// over an activation, and expanding "blocks.*." patterns over a layer range.
 
+#include <algorithm>
 #include <limits>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -52,8 +55,17 @@ inline at::Tensor selection_mask(const at::Tensor& x, const HookLayout& layout, 
   auto restrict = [&](int64_t dim, const std::vector<int64_t>& idx) {
     std::vector<int64_t> shape(static_cast<size_t>(x.dim()), 1);
     shape[static_cast<size_t>(dim)] = x.size(dim);
+    // Filled run by run of consecutive indices, on the device: no host tensor is uploaded, so the
+    // mask can be built inside a captured CUDA graph (capturable hooks, hook_point.hpp).
     at::Tensor m = at::zeros({x.size(dim)}, at::TensorOptions().dtype(at::kBool).device(x.device()));
-    if (!idx.empty()) m.index_fill_(0, at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(x.device()), true);
+    std::vector<int64_t> sorted = idx;
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i < sorted.size();) {
+      size_t j = i + 1;
+      while (j < sorted.size() && sorted[j] <= sorted[j - 1] + 1) ++j;
+      m.narrow(0, sorted[i], sorted[j - 1] - sorted[i] + 1).fill_(true);
+      i = j;
+    }
     m = m.view(shape);
     mask = mask.defined() ? mask.logical_and(m) : m;
   };
@@ -73,6 +85,26 @@ inline at::Tensor selection_mask(const at::Tensor& x, const HookLayout& layout, 
   }
   return mask;
 }
+
+/// A tensor handed to a hook, converted once to the activation's dtype and device and kept: a
+/// capturable hook (hook_point.hpp) then uploads nothing after its first call. Copies share the
+/// converted tensor.
+class DeviceCopy {
+ public:
+  explicit DeviceCopy(at::Tensor t) : source_(std::move(t)), held_(std::make_shared<at::Tensor>()) {}
+  const at::Tensor& source() const { return source_; }
+  /// The tensor in `options`' dtype and device (converted on the first call with them).
+  const at::Tensor& as(const at::TensorOptions& options) const {
+    if (!held_->defined() || held_->scalar_type() != options.dtype().toScalarType() ||
+        held_->device() != options.device())
+      *held_ = source_.to(options);
+    return *held_;
+  }
+
+ private:
+  at::Tensor source_;
+  std::shared_ptr<at::Tensor> held_;
+};
 
 /// x where the mask is false, replacement where it is true (replacement broadcasts to x).
 inline at::Tensor blend(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& replacement) {
