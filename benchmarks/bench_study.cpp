@@ -11,6 +11,11 @@
 //   decode_plain    the same without the splice
 //   decode_splice_eager / decode_splice_aten: decode_splice without the CUDA graph / with the
 //                   ATen kernels instead of the fused ones (what each of the two buys)
+//   decode_steer / decode_ablate / decode_cache: decode_plain with an intervention at every
+//                   step, prompt and generated tokens: a steering vector added to layer 16's
+//                   hook_resid_post, query head 3 of layer 16's hook_z zeroed, an activation cache
+//                   of layer 16's hook_resid_post with a reserve (all capturable: the steps replay
+//                   the CUDA graph); decode_steer_eager: the steering with eager steps
 //   phase1          100 prompt pairs of 64 tokens, 4 conditions (baseline, recursive, baseline +
 //                   recursive KV, recursive + baseline KV), 50 new tokens at temperature 0.7, all
 //                   400 generations in one batch
@@ -24,6 +29,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -33,13 +39,17 @@
 #include <mechlens/core/dtype.hpp>
 #include <mechlens/experiments/rv.hpp>
 #include <mechlens/generation/generate.hpp>
+#include <mechlens/hooks/hook_name.hpp>
+#include <mechlens/interventions/ablation.hpp>
 #include <mechlens/interventions/kv_splice.hpp>
+#include <mechlens/interventions/steering.hpp>
 #include <mechlens/interventions/swaps.hpp>
 #include <mechlens/kernels/fused_ops.hpp>
 #include <mechlens/models/model.hpp>
 
 #include "bench_model.hpp"
 #include "bench_util.hpp"
+#include "phase1_workload.hpp"
 
 using namespace mechlens;
 using namespace mechlens::bench;
@@ -71,7 +81,8 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype, "model dtype")->capture_default_str();
   app.add_flag("--tiny", tiny, "a small 32-layer model instead of Llama-3-8B shape (smoke test)");
   app.add_option("--repeats", repeats, "repetitions per workload (median reported)")->capture_default_str();
-  app.add_option("--only", only, "run only these workloads (decode_splice, decode_plain, phase1, rv, forward)");
+  app.add_option("--only", only, "run only these workloads (decode_splice, decode_plain, decode_splice_eager, decode_splice_aten, "
+                 "decode_steer, decode_ablate, decode_cache, decode_steer_eager, phase1, rv, forward)");
   app.add_option("--out", out_path, "write the measurements as JSON here");
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const std::string& w) { return only.empty() || std::find(only.begin(), only.end(), w) != only.end(); };
@@ -96,13 +107,26 @@ int main(int argc, char** argv) {
   rec.add("model", "cuda_graph_decoding", dev.is_cuda() ? 1.0 : 0.0, "", "1 = decode steps replay a CUDA graph");
 #endif
   // --- batch-1 decode with and without a KV splice of layers 16:32 ----------------------------
-  for (int variant = 0; variant < 4; ++variant) {
-    const bool splice = variant != 1, eager = variant == 2, aten = variant == 3;
-    const std::string name = variant == 0   ? "decode_splice"
-                             : variant == 1 ? "decode_plain"
-                             : variant == 2 ? "decode_splice_eager"
-                                            : "decode_splice_aten";
+  const char* decode_variants[] = {"decode_splice", "decode_plain",  "decode_splice_eager", "decode_splice_aten",
+                                   "decode_steer",  "decode_ablate", "decode_cache",        "decode_steer_eager"};
+  for (int variant = 0; variant < 8; ++variant) {
+    const std::string name = decode_variants[variant];
     if (!want(name)) continue;
+    const bool splice = name.rfind("decode_splice", 0) == 0, aten = name == "decode_splice_aten";
+    const bool eager = name == "decode_splice_eager" || name == "decode_steer_eager";
+    // Interventions at every step (prompt and generated tokens), at layer 16.
+    const int64_t mid = cfg.n_layers() / 2;
+    HookHandle hooks;
+    std::optional<ActivationCache> cache;
+    if (name.rfind("decode_steer", 0) == 0)
+      hooks = model->apply(steer(hook_name(mid, "hook_resid_post"), at::randn({cfg.d_model()}, options) * 0.02, 4.0)
+                               .scope(Scope::Both));
+    if (name == "decode_ablate")
+      hooks = model->apply(zero_ablate(hook_name(mid, "attn.hook_z"), Selection().at_heads({3})).scope(Scope::Both));
+    CacheOptions cache_options;
+    cache_options.names = {hook_name(mid, "hook_resid_post")};
+    cache_options.accumulate = true;
+    cache_options.reserve = prompt_len + 128;
     kernels::set_fused_enabled(!aten);  // decode_splice_aten: the ATen kernels instead of the fused ones
     auto prompts = random_prompts(2, prompt_len, cfg.vocab_size, 7);
     GenerationOptions g;
@@ -120,9 +144,21 @@ int main(int argc, char** argv) {
         s.layers = LayerRange{16, 32};
         splice_kv(target.cache, source.cache, s);
       }
-      double t = seconds_of(dev, [&] { decode(*model, target, g); });
+      if (name == "decode_cache") {  // a fresh cache per generation, recording from the prefill on
+        cache.reset();
+        cache = ActivationCache::attach(model->hooks(), cache_options);
+        target = prefill(*model, prompts[0], g.max_new_tokens);
+      }
+      bool graph = false;
+      double t = seconds_of(dev, [&] { graph = decode(*model, target, g).used_cuda_graph; });
       if (r > 0) times.push_back(t);
       peak = std::max(peak, peak_gib(dev));
+      if (r == 0) rec.add(name, "cuda_graph", graph ? 1.0 : 0.0, "", "1 = the steps replayed a CUDA graph");
+    }
+    if (cache) {
+      cache->detach();
+      MECHLENS_CHECK(cache->get(cache_options.names[0]).size(1) == prompt_len + 127, ArgumentError,
+                     "decode_cache recorded {} positions", cache->get(cache_options.names[0]).size(1));
     }
     rec.add(name, "new_tokens_per_s", 128.0 / median(times), "tok/s", "decode only, batch 1");
     rec.add(name, "peak_gib", peak, "GiB");
@@ -132,36 +168,13 @@ int main(int argc, char** argv) {
   // --- phase 1: 100 pairs, 4 conditions, 50 new tokens at T = 0.7, one batch -------------------
   if (want("phase1")) {
     const int64_t pairs = 100, n_new = 50;
-    auto base = random_prompts(pairs, prompt_len, cfg.vocab_size, 11);
-    auto recu = random_prompts(pairs, prompt_len, cfg.vocab_size, 13);
+    Phase1 phase1{random_prompts(pairs, prompt_len, cfg.vocab_size, 11),
+                  random_prompts(pairs, prompt_len, cfg.vocab_size, 13), n_new};
     std::vector<double> times;
     double peak = 0;
     for (int r = 0; r < repeats + 1; ++r) {
       reset_peak(dev);
-      double t = seconds_of(dev, [&] {
-        std::vector<std::vector<int64_t>> all = base;
-        all.insert(all.end(), recu.begin(), recu.end());
-        PromptState both = prefill(*model, all, 0);  // rows 0..99 baseline, 100..199 recursive
-        // Conditions: baseline, recursive, baseline + recursive KV, recursive + baseline KV.
-        std::vector<int64_t> cache_rows, pending_rows;
-        for (int64_t c = 0; c < 4; ++c)
-          for (int64_t i = 0; i < pairs; ++i) {
-            const bool rec_cache = c == 1 || c == 2, rec_pending = c == 1 || c == 3;
-            cache_rows.push_back(rec_cache ? pairs + i : i);
-            pending_rows.push_back(rec_pending ? pairs + i : i);
-          }
-        auto rows = [&](const std::vector<int64_t>& v) { return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(dev); };
-        PromptState run;
-        run.cache = both.cache.select_rows(rows(cache_rows), prompt_len + n_new);
-        run.pending = both.pending.index_select(0, rows(pending_rows));
-        run.position = both.position.index_select(0, rows(pending_rows));
-        GenerationOptions g;
-        g.max_new_tokens = n_new;
-        g.use_model_eos = false;
-        g.sampling.temperature = 0.7;
-        g.sampling.seed = 1;
-        decode(*model, run, g);
-      });
+      double t = seconds_of(dev, [&] { phase1.run(*model); });
       if (r > 0) times.push_back(t);
       peak = std::max(peak, peak_gib(dev));
     }
