@@ -40,10 +40,10 @@ class CudaGraphStep {
   /// `column` / `prompt_columns` (RunState) tell attached hooks which step this is: decode()
   /// replays only steps with the same acting hooks as the captured one.
   at::Tensor operator()(const at::Tensor& token, const at::Tensor& position, int64_t column = 0,
-                        int64_t prompt_columns = -1, int64_t step = 1) {
+                        int64_t prompt_columns = -1, int64_t generation_step = 1) {
     column_ = column;
     prompt_columns_ = prompt_columns;
-    step_ = step;
+    step_ = generation_step;
     const int64_t length = cache_.length();
     MECHLENS_CHECK(length < cache_.capacity(), ArgumentError,
                    "CUDA-graph decoding: the KV cache is full ({} slots); reserve room before decoding",
