@@ -252,3 +252,37 @@ TEST_CASE("Greedy decoding gives the same tokens with the fused kernels on and o
       REQUIRE(std::abs(runs[0].margins[0][t] - runs[1].margins[0][t]) <= 1e-3 * (1 + std::abs(runs[1].margins[0][t])));
   }
 }
+
+TEST_CASE("The fused Gumbel-max sampler draws the ATen ops' tokens, step after step", "[cuda]") {
+  require_cuda();
+  at::NoGradGuard no_grad;
+  at::manual_seed(9);
+  for (auto dtype : kDtypes) {
+    for (double top_p : {1.0, 0.9}) {
+      // 64 rows over a 128,256-token vocabulary (Llama-3's), logits of a realistic spread, and
+      // a few exact ties (equal logits: the lowest index must win, as at::argmax picks it).
+      at::Tensor logits = (at::randn({64, 128256}, at::TensorOptions().device(test::device())) * 3).to(dtype);
+      logits.narrow(1, 1000, 8).fill_(2.0);
+      SamplingOptions o;
+      o.temperature = 0.7;
+      o.top_p = top_p;
+      o.seed = 5;
+      Sampler fused(o, test::device()), aten(o, test::device());
+      for (int step = 0; step < 4; ++step) {
+        kernels::set_fused_enabled(true);
+        at::Tensor a = fused(logits);
+        kernels::set_fused_enabled(false);
+        at::Tensor b = aten(logits);
+        kernels::set_fused_enabled(true);
+        INFO("dtype " << c10::toString(dtype) << " top_p " << top_p << " step " << step);
+        REQUIRE(at::equal(a, b));
+      }
+    }
+  }
+  // The kernel alone against the noise it replaces, on scores with every value tied.
+  Sampler s(SamplingOptions{1.0, 0, 1.0, 3, {}}, test::device());
+  at::Tensor scores = at::zeros({8, 5000}, at::TensorOptions().device(test::device()));
+  at::Tensor expected = (scores + s.gumbel(8, 5000)).argmax(-1);
+  kernels::set_fused_enabled(true);
+  REQUIRE(at::equal(s(scores), expected));
+}

@@ -15,16 +15,22 @@
 /// [-3.1, 22.9]: a token whose logit/T is more than ~26 below the row's largest is never drawn
 /// (its probability is below e^-26 ~ 5e-12). Top-k and top-p remove tokens first, as
 /// transformers' TopKLogitsWarper and TopPLogitsWarper do (ties at the k-th value are kept).
+///
+/// On CUDA the noise, the add and the argmax run as one fused kernel (kernels/sampling.hpp) with
+/// the same arithmetic: the tokens are those of the ATen ops below, which run elsewhere.
 
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 
 #include "mechlens/core/error.hpp"
 #include "mechlens/core/torch_compat.hpp"
+#include "mechlens/kernels/fused_module.hpp"
+#include "mechlens/kernels/sampling.hpp"
 
 namespace mechlens {
 
@@ -97,20 +103,24 @@ class Sampler {
       at::Tensor drop = at::zeros_like(drop_sorted).scatter(-1, std::get<1>(sorted), drop_sorted);
       scores = scores.masked_fill(drop, -std::numeric_limits<double>::infinity());
     }
-    at::Tensor pick = (scores + gumbel(scores.size(0), scores.size(1))).argmax(-1);
+    at::Tensor pick;
+    if (kernels::fused_available(logits)) {  // one pass instead of ~25 (kernels/sampling.hpp)
+      prepare(scores.size(0), scores.size(1));
+      auto [k1, k2] = step_keys();
+      pick = kernels::gumbel_argmax(scores, k1, k2, logits.scalar_type());
+    } else {
+      pick = (scores + gumbel(scores.size(0), scores.size(1))).argmax(-1);
+    }
     ++step_;
     return pick;
   }
 
-  /// The Gumbel noise of the current step, [batch, vocab] float32 (exposed for tests).
+  /// The Gumbel noise of the current step, [batch, vocab] float32 (exposed for tests; on CUDA
+  /// the sampler draws the same noise inside one fused kernel).
   at::Tensor gumbel(int64_t batch, int64_t vocab) {
     prepare(batch, vocab);
     using detail::kLow32;
-    const auto step = static_cast<uint64_t>(step_);
-    // (row key, step) -> two 32-bit words per row; the token id enters through `token_key_`.
-    const auto s1 = static_cast<int64_t>(splitmix64(step) & kLow32);
-    const auto s2 = static_cast<int64_t>(splitmix64(step ^ 0xA5A5A5A5A5A5A5A5ULL) & kLow32);
-    at::Tensor k1 = key1_.bitwise_xor(s1), k2 = key2_.bitwise_xor(s2);  // [batch, 1]
+    auto [k1, k2] = step_keys();  // [batch, 1]
     at::Tensor x = detail::mix32(k1.add(token_key_).bitwise_and(kLow32));
     x = detail::mix32(x.bitwise_xor(k2).add(k1.bitwise_right_shift(7)).bitwise_and(kLow32));
     // u = (x + 1/2) / 2^32 in (0, 1); G = -log(-log(u)), in double, then float.
@@ -122,6 +132,16 @@ class Sampler {
   int64_t step() const { return step_; }
 
  private:
+  /// Each row's two key words with the current step mixed in ([batch, 1] int64, below 2^32);
+  /// the token id enters through `token_key_`.
+  std::pair<at::Tensor, at::Tensor> step_keys() const {
+    using detail::kLow32;
+    const auto step = static_cast<uint64_t>(step_);
+    const auto s1 = static_cast<int64_t>(splitmix64(step) & kLow32);
+    const auto s2 = static_cast<int64_t>(splitmix64(step ^ 0xA5A5A5A5A5A5A5A5ULL) & kLow32);
+    return {key1_.bitwise_xor(s1), key2_.bitwise_xor(s2)};
+  }
+
   void prepare(int64_t batch, int64_t vocab) {
     if (key1_.defined() && key1_.size(0) == batch && token_key_.size(1) == vocab) return;
     MECHLENS_CHECK(!key1_.defined(), ShapeError, "sampler: the batch changed from {} x {} to {} x {} rows x tokens",

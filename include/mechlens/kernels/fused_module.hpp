@@ -2,10 +2,10 @@
 /// \file
 /// The fused kernels' NVRTC program, and when the kernels run. The program is `#define ML_KIND k`
 /// (0 float32, 1 bfloat16, 2 float16) followed by the CUDA C++ of each kernel family in
-/// kernels/source/ (common, norms, activations, rotary_write_kv, matvec, in that order),
+/// kernels/source/ (common, norms, activations, rotary_write_kv, matvec, sampling, in that order),
 /// compiled once per dtype and device by the runtime compiler (kernels/runtime_compiler.hpp).
 /// `fused_available(x)` says whether the kernels run for activations like x; the launchers
-/// (kernels/norms.hpp, activations.hpp, rotary_write_kv.hpp, matvec.hpp) share the checks below.
+/// (kernels/norms.hpp, activations.hpp, rotary_write_kv.hpp, matvec.hpp, sampling.hpp) share the checks below.
 ///
 /// The build has the kernels where MECHLENS_WITH_CUDA and MECHLENS_WITH_NVRTC are defined
 /// (mechlens' CMake defines both wherever LibTorch has CUDA; NVRTC itself is found at run time).
@@ -30,6 +30,7 @@
 #include "mechlens/kernels/source/matvec.hpp"
 #include "mechlens/kernels/source/norms.hpp"
 #include "mechlens/kernels/source/rotary_write_kv.hpp"
+#include "mechlens/kernels/source/sampling.hpp"
 #include "mechlens/kernels/switch.hpp"
 
 namespace mechlens::kernels {
@@ -50,6 +51,7 @@ inline std::string kernel_source() {
   s += source::activations();
   s += source::rotary_write_kv();
   s += source::matvec();
+  s += source::sampling();
   return s;
 }
 

@@ -16,6 +16,8 @@
 ///                                rms_norm_matvec  RMSNorm(x) W^T, the norm inside      (norm + GEMM -> 1)
 ///                                silu_mul_matvec  (silu(gate) * up) W^T (+ residual)   (activation + GEMM + add -> 1)
 ///                                linear           matvec where it applies, else at::linear
+///   kernels/sampling.hpp         gumbel_argmax    the sampler's Gumbel noise + add + argmax over
+///                                                 the vocabulary                      (~25 -> 1)
 ///
 /// Beside them: kernels/switch.hpp (set_fused_enabled), kernels/fused_module.hpp (the NVRTC program
 /// of all the kernels, fused_available), kernels/source/ (their CUDA C++, one file per family),
@@ -42,4 +44,5 @@
 #include "mechlens/kernels/matvec.hpp"
 #include "mechlens/kernels/norms.hpp"
 #include "mechlens/kernels/rotary_write_kv.hpp"
+#include "mechlens/kernels/sampling.hpp"
 #include "mechlens/kernels/switch.hpp"
