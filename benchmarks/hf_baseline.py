@@ -18,8 +18,8 @@ Workloads (medians of repeats):
                        v_proj, batches of 50, logits for the last position only
   forward_plain        forward throughput, batch 32 x 64 tokens, full logits
   generate_static_compiled  the fastest batch-1 way transformers offers: generate() with
-                       cache_implementation="static" and the forward compiled
-                       (torch.compile, mode="reduce-overhead", fullgraph); 128 greedy tokens;
+                       cache_implementation="static", which compiles the decoding forward
+                       itself (torch.compile with CUDA graphs); 128 greedy tokens;
                        decode tok/s from the difference of 128-token and 1-token generates,
                        warm-up (compilation) reported separately
   phase1_generate_all  phase 1 as one generate() over all 400 sequences (100 pairs x 4 prompts of
@@ -283,11 +283,13 @@ def main():
         add("forward_plain", "tokens_per_s", 32 * P / statistics.median(times), "tok/s", "batch 32 x 64, full logits")
         add("forward_plain", "peak_gib", torch.cuda.max_memory_allocated() / 2**30, "GiB")
 
-    # --- batch-1 decode, the fastest way: static cache + compiled forward (last: it replaces
-    # model.forward) ---------------------------------------------------------------------------
+    # --- batch-1 decode, the fastest way: a static cache, with which generate() compiles the
+    # decoding forward itself (torch.compile, CUDA graphs; GenerationConfig.compile_config). A
+    # forward compiled by hand on top of it fails in transformers 5.17 ("accessing tensor output
+    # of CUDAGraphs that has been overwritten"): generate's own compilation is the way its docs
+    # give. Last, as it changes the model's generation config. ----------------------------------
     if want("generate_static_compiled"):
         model.generation_config.cache_implementation = "static"
-        model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
         x = torch.tensor([tgt], device="cuda")
 
         def gen_n(n):
