@@ -143,6 +143,7 @@ inline AttributionMap attribution_map(Setup& s, const AttributionOptions& o) {
 
 /// Writes map.csv (one row per layer, KV head and slot from the end) and heatmap.svg.
 inline void write_attribution_map(Setup& s, const AttributionMap& m, const AttributionOptions& o) {
+  if (!s.prints()) return;  // rank 0 writes what belongs to the whole run
   const std::string dir = s.folder->phase_dir("attribution");
   std::string csv = "layer,kv_head,from_end,pairs,keys,values,both\n";
   for (int64_t l = 0; l < m.layers; ++l)

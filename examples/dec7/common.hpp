@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mechlens/core/dtype.hpp"
+#include "mechlens/distributed/world.hpp"
 #include "mechlens/experiments/conditions.hpp"
 #include "mechlens/experiments/progress.hpp"
 #include "mechlens/experiments/prompt_encoding.hpp"
@@ -142,12 +143,21 @@ struct Setup {
   std::optional<ex::RunFolder> folder;  ///< --out: run.json, generations.jsonl, the phase folders
   std::unique_ptr<ex::Progress> progress;
   std::vector<std::string> warnings;  ///< printed by setup (e.g. a resumed run made by another version)
+  /// The processes of the run (a launcher such as torchrun sets RANK, WORLD_SIZE, ...; without
+  /// them, this process alone): each runs its share of the (condition, batch) units, rank 0
+  /// merges the records and writes the summaries (docs/scale.md).
+  mechlens::distributed::World world;
+  int64_t merges = 0;  ///< run_conditions calls so far (names each merge)
 
   const mechlens::ModelConfig& config() const { return model->config(); }
   ex::RecordLog& log() { return folder->log(); }
   ex::Study study() {
-    return ex::Study(*model, *tok, *scorer, pairs, encoded, settings, log(), progress.get());
+    ex::Study st(*model, *tok, *scorer, pairs, encoded, settings, log(), progress.get());
+    st.set_shard(world.rank(), world.size());
+    return st;
   }
+  /// Whether this process prints what belongs to the whole run (rank 0).
+  bool prints() const { return world.is_main(); }
 };
 
 inline std::string canonical(const std::string& p) {
@@ -159,9 +169,13 @@ inline std::string canonical(const std::string& p) {
 /// Loads model, tokenizer, pairs and scorer; opens the run folder. `program` names the caller
 /// in run.json.
 inline Setup setup(const Flags& flags, const std::string& program) {
-  // The run folder's lock first: a second program on this --out stops before loading a model.
-  mechlens::io::FileLock lock = ex::RunFolder::lock(flags.out);
+  // The launcher's world, then the run folder's lock: a second program on this --out stops
+  // before loading a model.
+  auto world = mechlens::distributed::World::from_environment();
+  const ex::Shard shard{world.rank(), world.size()};
+  mechlens::io::FileLock lock = ex::RunFolder::lock(flags.out, shard);
   Setup s;
+  s.world = std::move(world);
   s.flags = flags;
   if (flags.threads > 0) at::set_num_threads(flags.threads);
   s.model_dir = canonical(flags.model);
@@ -222,15 +236,16 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   s.folder.emplace(ex::RunFolder::open(flags.out, std::move(lock), std::move(run), program, flags.resume, [&s](const ex::RecordLog& log) {
     ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
     for (auto& w : ex::check_kept_made_with(log, ex::made_with(*s.model))) s.warnings.push_back(std::move(w));
-  }));
+  }, shard));
   for (const auto& w : s.folder->warnings()) s.warnings.push_back(w);
   for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const auto& log = s.log();
   if (log.resumed() > 0)
     std::fprintf(stderr, "resuming %s: %zu generations already recorded%s\n", log.path().c_str(), log.resumed(),
                  log.dropped_cut_line() ? " (a cut-off last line was dropped)" : "");
-  const auto mode = flags.progress == "on" ? ex::Progress::Mode::On
-                    : flags.progress == "off" ? ex::Progress::Mode::Off : ex::Progress::Mode::Auto;
+  const auto mode = flags.progress == "off" || !s.world.is_main() ? ex::Progress::Mode::Off
+                    : flags.progress == "on"                        ? ex::Progress::Mode::On
+                                                                    : ex::Progress::Mode::Auto;
   s.progress = std::make_unique<ex::Progress>(0, "generations", mode);
   return s;
 }
@@ -273,6 +288,16 @@ inline void run_conditions(Setup& s, ex::Study& study, const std::vector<ex::Con
   for (const auto& c : conditions) study.check_kept(c);  // every condition's kept records, before any runs
   s.folder->save_settings();                            // then run.json may say what they were made with
   for (const auto& c : conditions) study.run(c);
+  if (!s.world.distributed()) return;
+  // Every rank's shard to every rank; rank 0 writes generations.jsonl in one process's order.
+  std::ifstream in(s.log().path(), std::ios::binary);
+  const std::string mine((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto texts = s.world.all_gather("records-" + std::to_string(s.merges++), mine);
+  std::vector<std::string> order;
+  for (const auto& c : conditions)
+    for (const auto& p : s.pairs) order.push_back(ex::GenerationRecord::record_id(c.name, p.id));
+  s.folder->merge_shards(texts, order);
+  s.world.barrier("merged-" + std::to_string(s.merges));
 }
 
 /// Writes <out>/<phase>/summary.json, summary.csv, table.txt and figure.svg.

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     auto s = dec7::setup(f, "dec7_attribution");
     auto r = dec7::run_attribution(s, o, dec7::ex::parse_correction(correction));
     s.progress->finish();
-    std::printf("%s\nwrote %s/attribution/\n", r.table.c_str(), f.out.c_str());
+    if (s.prints()) std::printf("%s\nwrote %s/attribution/\n", r.table.c_str(), f.out.c_str());
     return 0;
   });
 }

@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
     MECHLENS_CHECK(layers.size() == 1, mechlens::ArgumentError, "--layers: phase 1 takes one range (got {})", layers.size());
     auto r = dec7::run_phase1(s, layers[0]);
     s.progress->finish();
-    std::printf("%s\nwrote %s/phase1/\n", r.table.c_str(), f.out.c_str());
+    if (s.prints()) std::printf("%s\nwrote %s/phase1/\n", r.table.c_str(), f.out.c_str());
     return 0;
   });
 }

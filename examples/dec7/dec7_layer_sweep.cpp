@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
     const auto n = s.config().n_layers();
     auto r = dec7::run_phase2(s, dec7::parse_layer_list(f.layers, n, dec7::study_ranges(n)), dec7::ex::parse_correction(correction));
     s.progress->finish();
-    std::printf("%s\nwrote %s/phase2/\n", r.table.c_str(), f.out.c_str());
+    if (s.prints()) std::printf("%s\nwrote %s/phase2/\n", r.table.c_str(), f.out.c_str());
     return 0;
   });
 }

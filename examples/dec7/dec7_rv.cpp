@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     MECHLENS_CHECK(layers.size() == 1, mechlens::ArgumentError, "--layers: give one range (got {})", layers.size());
     auto r = dec7::run_rv(s, dec7::rv_options(cfg, early, late, window, centered), layers[0]);
     s.progress->finish();
-    std::printf("%s\nwrote %s/rv/\n", r.table.c_str(), f.out.c_str());
+    if (s.prints()) std::printf("%s\nwrote %s/rv/\n", r.table.c_str(), f.out.c_str());
     return 0;
   });
 }

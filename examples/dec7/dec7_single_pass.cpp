@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
     auto r = dec7::run_single_pass(s, dec7::parse_layer_list(f.layers, cfg.n_layers(), dec7::default_patch_layers(cfg)),
                                    dec7::ex::parse_correction(correction));
     s.progress->finish();
-    std::printf("%s\nwrote %s/single_pass/\n", r.table.c_str(), f.out.c_str());
+    if (s.prints()) std::printf("%s\nwrote %s/single_pass/\n", r.table.c_str(), f.out.c_str());
     return 0;
   });
 }

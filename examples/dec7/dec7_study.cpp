@@ -106,8 +106,9 @@ int main(int argc, char** argv) {
     const auto ranges = dec7::parse_layer_list(sweep, n, dec7::study_ranges(n));
     const auto patches = dec7::parse_layer_list(patch_layers, n, dec7::default_patch_layers(cfg));
     const auto rv = dec7::rv_options(cfg, early, late, rv_window, centered);
-    std::printf("model %s (%lld layers), %zu pairs from %s; parts: %s\n\n", s.model_dir.c_str(),
-                static_cast<long long>(n), s.pairs.size(), s.pairs_path.c_str(), phases.c_str());
+    if (s.prints())
+      std::printf("model %s (%lld layers), %zu pairs from %s; parts: %s\n\n", s.model_dir.c_str(),
+                  static_cast<long long>(n), s.pairs.size(), s.pairs_path.c_str(), phases.c_str());
 
     std::vector<std::string> wrote;
     std::string timings;  // "phase1 2.1 s, ..."
@@ -117,7 +118,7 @@ int main(int argc, char** argv) {
     auto part_start = std::chrono::steady_clock::now();
     timings = fmt::format("setup (model, tokenizer, pairs) {:.1f} s", since(t0));
     auto show = [&](const std::string& folder, const dec7::PhaseResult& r) {
-      std::printf("%s\n", r.table.c_str());
+      if (s.prints()) std::printf("%s\n", r.table.c_str());
       std::fflush(stdout);
       wrote.push_back(folder);
       timings += fmt::format(", {} {:.1f} s", folder, since(part_start));
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
     if (chosen.count("positions")) show("positions", dec7::run_positions(s, layers[0], positions, corr));
     if (chosen.count("attribution")) show("attribution", dec7::run_attribution(s, attribution, corr));
     s.progress->finish();
-    if (chosen.count("blind")) {
+    if (chosen.count("blind") && s.prints()) {  // rank 0 exports, from the merged records
       if (s.log().records().empty()) {
         std::printf("blind rating: no generations in %s to export\n", f.out.c_str());
       } else if (const size_t items = dec7::run_blind_export(s, blind_seed); items > 0) {
@@ -141,8 +142,9 @@ int main(int argc, char** argv) {
     std::string folders;
     for (const auto& w : wrote) folders += (folders.empty() ? "" : ", ") + w + "/";
     const double secs = since(t0);
-    std::printf("\n%zu generations recorded in %s/generations.jsonl; wrote %s in %s (%.1f s: %s)\n",
-                s.log().records().size(), f.out.c_str(), folders.c_str(), f.out.c_str(), secs, timings.c_str());
+    if (s.prints())
+      std::printf("\n%zu generations recorded in %s/generations.jsonl; wrote %s in %s (%.1f s: %s)\n",
+                  s.log().records().size(), f.out.c_str(), folders.c_str(), f.out.c_str(), secs, timings.c_str());
     return 0;
   });
 }

@@ -231,6 +231,40 @@ class RecordLog {
   /// fsync: what was appended survives a power cut too (called once per batch).
   void sync() { (void)::fsync(::fileno(file_.get())); }
 
+  /// Makes records kept elsewhere (another rank's shard, the merged generations.jsonl) known to
+  /// this log without writing them to its file: contains, find and records see them, and
+  /// append refuses their ids. A record already known must be the same record (its JSON);
+  /// `where` names their file in that error.
+  void adopt(const std::vector<GenerationRecord>& records, const std::string& where) {
+    for (const auto& r : records) {
+      auto it = index_.find(r.id());
+      if (it != index_.end()) {
+        MECHLENS_CHECK(to_json(records_[it->second]) == to_json(r), FormatError,
+                       "record '{}' in '{}' differs from the one in '{}' (two runs wrote into one folder?)", r.id(),
+                       where, path_);
+        continue;
+      }
+      index_[r.id()] = records_.size();
+      records_.push_back(r);
+    }
+  }
+  /// Puts the records in the order of `ids` (every record's id once: the merged file's order).
+  void reorder(const std::vector<std::string>& ids) {
+    MECHLENS_CHECK(ids.size() == records_.size(), ArgumentError, "RecordLog::reorder: {} ids for {} records",
+                   ids.size(), records_.size());
+    std::vector<GenerationRecord> out;
+    out.reserve(ids.size());
+    for (const auto& id : ids) {
+      auto it = index_.find(id);
+      MECHLENS_CHECK(it != index_.end(), ArgumentError, "RecordLog::reorder: no record '{}'", id);
+      out.push_back(std::move(records_[it->second]));
+    }
+    records_ = std::move(out);
+    index_.clear();
+    for (size_t i = 0; i < records_.size(); ++i) index_[records_[i].id()] = i;
+    MECHLENS_CHECK(index_.size() == records_.size(), ArgumentError, "RecordLog::reorder: an id is repeated");
+  }
+
  private:
   std::string path_;
   std::shared_ptr<std::FILE> file_;

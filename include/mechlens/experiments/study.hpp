@@ -80,6 +80,16 @@ class Study {
   RecordLog& log() { return log_; }
   size_t n_batches() const { return (pairs_.size() + static_cast<size_t>(settings_.batch_size) - 1) / static_cast<size_t>(settings_.batch_size); }
 
+  /// Over several processes: this process runs the (condition, batch) units u with
+  /// u % size == rank, u counting every batch of every run() of this Study in order (done or
+  /// not, so the split is the same on a resume). The batches are the same fixed chunks of the pair
+  /// list as in one process, so every record is the one a single process writes.
+  void set_shard(int64_t rank, int64_t size) {
+    MECHLENS_CHECK(size >= 1 && rank >= 0 && rank < size, ArgumentError, "Study: rank {} of {}", rank, size);
+    rank_ = rank;
+    size_ = size;
+  }
+
   /// Generations one run of `c` makes (one per pair).
   int64_t size() const { return static_cast<int64_t>(pairs_.size()); }
 
@@ -93,6 +103,12 @@ class Study {
                    "condition '{}': source_of has {} entries for {} pairs", c.name, c.source_of.size(), pairs_.size());
     check_kept(c);
     for (size_t b = 0; b < n_batches(); ++b) {
+      const bool mine = unit_++ % size_ == rank_;
+      if (!mine) {
+        if (progress_) progress_->skip(static_cast<int64_t>(std::min(pairs_.size(), (b + 1) * static_cast<size_t>(settings_.batch_size)) -
+                                                            b * static_cast<size_t>(settings_.batch_size)));
+        continue;
+      }
       BatchContext ctx;
       ctx.model = &model_;
       ctx.pairs = &pairs_;
@@ -183,6 +199,7 @@ class Study {
   StudySettings settings_;
   RecordLog& log_;
   Progress* progress_;
+  int64_t rank_ = 0, size_ = 1, unit_ = 0;
 };
 
 }  // namespace mechlens::experiments

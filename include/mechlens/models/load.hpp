@@ -11,6 +11,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+
+#if defined(__linux__)
+#include <sys/sysinfo.h>
+#endif
 
 #include "mechlens/core/dtype.hpp"
 #include "mechlens/core/error.hpp"
@@ -153,6 +158,19 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
            checkpoint.dir(), *items[i].key);
 }
 
+namespace detail {
+/// Physical memory plus swap, in bytes (0 where unknown).
+inline double host_memory_bytes() {
+#if defined(__linux__)
+  struct sysinfo info {};
+  if (::sysinfo(&info) != 0) return 0;
+  return (static_cast<double>(info.totalram) + static_cast<double>(info.totalswap)) * static_cast<double>(info.mem_unit);
+#else
+  return 0;
+#endif
+}
+}  // namespace detail
+
 /// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
 inline Model load_model(const std::string& dir, const LoadOptions& options = {}) {
   MECHLENS_CHECK(!(options.dtype == at::kHalf && options.device.is_cpu() && !compat::kHasCpuHalfMatmul), ArgumentError,
@@ -172,6 +190,14 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
                                  dir, params, c10::toString(options.dtype), params * c10::elementSize(options.dtype) / 1073741824.0,
                                  options.device.str(), why);
   };
+  // On the CPU, more than memory and swap together is refused before allocating: where the
+  // kernel overcommits, the allocation would succeed and the load be killed when it touches it.
+  if (options.device.is_cpu()) {
+    const double need = cfg.parameter_count() * static_cast<double>(c10::elementSize(options.dtype));
+    const double have = detail::host_memory_bytes();
+    if (have > 0 && need > have)
+      cannot_allocate(fmt::format(" (this machine has {:.3g} GiB of memory and swap)", have / 1073741824.0));
+  }
   Model model{nullptr};
   try {
     // Built in the fused layout when it will be fused: each weight is then copied once, into its
