@@ -237,6 +237,8 @@ inline Setup setup(const Flags& flags, const std::string& program) {
     ex::check_kept_records(log, s.settings, s.pairs, s.encoded);
     for (auto& w : ex::check_kept_made_with(log, ex::made_with(*s.model))) s.warnings.push_back(std::move(w));
   }, shard));
+  // Every rank checks the folder (resume or not, settings, records) before any writes to it.
+  s.world.barrier("opened");
   for (const auto& w : s.folder->warnings()) s.warnings.push_back(w);
   for (const auto& w : s.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const auto& log = s.log();

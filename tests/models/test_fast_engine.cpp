@@ -48,6 +48,25 @@ ForwardOptions readable(ForwardOptions o = {}) {
 }
 
 const Shape kShapes[] = {Shape::Gqa, Shape::Sliding, Shape::Bias, Shape::Tied};
+
+// Prefills ids' first 3 tokens, then runs positions 3..7 one token at a time through the
+// static-shape step (what CUDA graphs capture); each step's logits must be `full`'s at that
+// position (float32, 1e-5 of scale).
+void check_static_steps(ModelImpl& m, const at::Tensor& ids, const at::Tensor& full) {
+  const int64_t batch = ids.size(0);
+  KVCache cache = KVCache::for_model(m.config(), batch, 10, m.options());
+  m.forward(ids.narrow(1, 0, 3), test::with_cache(cache));
+  for (int64_t t = 3; t < 8; ++t) {
+    ForwardOptions o;
+    o.cache = &cache;
+    o.positions = at::full({batch, 1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
+    at::Tensor slot = at::full({1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
+    at::Tensor step = mechlens::detail::StaticStep::run(m, ids.narrow(1, t, 1), o, slot);
+    cache.set_length(t + 1, false);
+    INFO("position " << t);
+    REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) <= 1e-5);
+  }
+}
 }  // namespace
 
 TEST_CASE("The fast engine computes the readable path's logits: plain, padded and cached forwards") {
@@ -88,18 +107,7 @@ TEST_CASE("The fast engine's static-shape step (CUDA graphs' step) computes the 
       INFO("shape " << static_cast<int>(s) << " batch " << batch);
       at::Tensor ids = at::randint(0, 64, {batch, 8}, at::kLong).to(test::device());
       at::Tensor full = m->forward(ids, readable());
-      KVCache cache = KVCache::for_model(m->config(), batch, 10, m->options());
-      m->forward(ids.narrow(1, 0, 3), test::with_cache(cache));
-      for (int64_t t = 3; t < 8; ++t) {
-        ForwardOptions o;
-        o.cache = &cache;
-        o.positions = at::full({batch, 1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
-        at::Tensor slot = at::full({1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
-        at::Tensor step = mechlens::detail::StaticStep::run(*m, ids.narrow(1, t, 1), o, slot);
-        cache.set_length(t + 1, false);
-        INFO("position " << t);
-        REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) <= 1e-5);
-      }
+      check_static_steps(*m, ids, full);
     }
   }
 }
@@ -130,18 +138,7 @@ TEST_CASE("A static-shape step runs hooked blocks on the readable path at the sa
                                 .scope(Scope::Both));
       const at::Tensor full = m->forward(ids, readable());
       REQUIRE(test::max_rel_diff(full, plain) > 1e-3);  // the hooks change the logits
-      KVCache cache = KVCache::for_model(m->config(), batch, 10, m->options());
-      m->forward(ids.narrow(1, 0, 3), test::with_cache(cache));
-      for (int64_t t = 3; t < 8; ++t) {
-        ForwardOptions o;
-        o.cache = &cache;
-        o.positions = at::full({batch, 1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
-        at::Tensor slot = at::full({1}, t, at::TensorOptions().dtype(at::kLong).device(test::device()));
-        at::Tensor step = mechlens::detail::StaticStep::run(*m, ids.narrow(1, t, 1), o, slot);
-        cache.set_length(t + 1, false);
-        INFO("position " << t);
-        REQUIRE(test::max_rel_diff(step, full.narrow(1, t, 1)) <= 1e-5);
-      }
+      check_static_steps(*m, ids, full);
     }
   }
 }

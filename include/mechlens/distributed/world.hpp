@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <string>
 #include <thread>
@@ -89,8 +90,9 @@ class World {
   World(World&&) noexcept = default;
   World& operator=(World&& o) noexcept {
     if (this != &o) {
-      leave();
+      leave(false);
       launch_ = std::move(o.launch_);
+      timeout_ = o.timeout_;
 #if MECHLENS_WITH_C10D_STORE
       store_ = std::move(o.store_);
 #endif
@@ -100,8 +102,10 @@ class World {
   World(const World&) = delete;
   World& operator=(const World&) = delete;
   /// Leaves the world: the rank serving the store waits (up to a minute) until every rank has
-  /// left, so that none loses the store while it still reads from it.
-  ~World() { leave(); }
+  /// left, so that none loses the store while it still reads from it. Left while an exception
+  /// unwinds (the program failed), it tells the others, whose next barrier or gather then fails
+  /// at once, naming this rank, instead of waiting for it.
+  ~World() { leave(std::uncaught_exceptions() > 0); }
 
   /// The world the launcher's variables describe (a world of one without them). Joining waits
   /// up to `timeout` for every rank.
@@ -110,7 +114,7 @@ class World {
     return World(Launch::from_environment(), timeout);
   }
 
-  World(const Launch& launch, std::chrono::milliseconds timeout) : launch_(launch) {
+  World(const Launch& launch, std::chrono::milliseconds timeout) : launch_(launch), timeout_(timeout) {
     if (launch_.world_size == 1 && !launch_.agent_store) return;  // nothing to join
 #if MECHLENS_WITH_C10D_STORE
     c10d::TCPStoreOptions o;
@@ -163,7 +167,7 @@ class World {
     if (!store_) return;
     const std::string key = "barrier/" + name;
     if (store_->add(key, 1) == launch_.world_size) store_->set(key + "/all", std::vector<uint8_t>{1});
-    store_->wait({key + "/all"});
+    wait_for(key + "/all");
 #else
     (void)name;
 #endif
@@ -180,10 +184,14 @@ class World {
   }
 
  private:
-  void leave() noexcept {
+  void leave(bool failed) noexcept {
 #if MECHLENS_WITH_C10D_STORE
     if (!store_) return;
     try {
+      if (failed) {
+        const std::string who = std::to_string(launch_.rank);
+        store_->set("failed", std::vector<uint8_t>(who.begin(), who.end()));
+      }
       store_->add("left", 1);
       if (!launch_.agent_store && launch_.rank == 0) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(1);
@@ -197,6 +205,30 @@ class World {
 #endif
   }
 
+#if MECHLENS_WITH_C10D_STORE
+  /// Waits until `key` is set; an ArgumentError when another rank failed meanwhile (it left
+  /// while unwinding), or when the launch's timeout passed.
+  void wait_for(const std::string& key) {
+    const auto until = std::chrono::steady_clock::now() + timeout_;
+    for (;;) {
+      try {
+        store_->wait({key}, std::chrono::milliseconds(200));
+        return;
+      } catch (const std::exception&) {
+        // A timeout of this slice: see whether a rank failed, or the whole wait is over.
+      }
+      if (store_->check({"failed"})) {
+        const std::vector<uint8_t> who = store_->get("failed");
+        detail::raise<ArgumentError>("distributed run: rank {} failed (its own output says why); rank {} stops too",
+                                     std::string(who.begin(), who.end()), launch_.rank);
+      }
+      MECHLENS_CHECK(std::chrono::steady_clock::now() < until, ArgumentError,
+                     "distributed run: rank {} waited {} s for the others at '{}'", launch_.rank,
+                     std::chrono::duration_cast<std::chrono::seconds>(timeout_).count(), key);
+    }
+  }
+#endif
+
   std::vector<std::string> exchange(const std::string& name, const std::string& bytes, bool everyone) {
     if (!distributed()) return {bytes};
 #if MECHLENS_WITH_C10D_STORE
@@ -206,7 +238,7 @@ class World {
     if (everyone || is_main()) {
       for (int64_t r = 0; r < launch_.world_size; ++r) {
         const std::string key = prefix + std::to_string(r);
-        store_->wait({key});
+        wait_for(key);
         const std::vector<uint8_t> v = store_->get(key);
         out.emplace_back(v.begin(), v.end());
       }
@@ -219,6 +251,7 @@ class World {
   }
 
   Launch launch_;
+  std::chrono::milliseconds timeout_ = std::chrono::hours(24);
 #if MECHLENS_WITH_C10D_STORE
   c10::intrusive_ptr<c10d::Store> store_;
 #endif
