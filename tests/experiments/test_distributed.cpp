@@ -102,12 +102,14 @@ std::vector<std::string> flags(const std::string& out, bool resume = false) {
   return a;
 }
 
-/// Starts `world` ranks of dec7_kv_transfer on `out`.
-std::vector<pid_t> start_ranks(const std::string& out, int world, bool resume) {
+/// Starts `world` ranks of `program` (default dec7_kv_transfer with flags()) on `out`.
+std::vector<pid_t> start_ranks(const std::string& out, int world, bool resume, const std::string& program = "dec7_kv_transfer",
+                               std::vector<std::string> args = {}) {
   const int port = free_port();
+  if (args.empty()) args = flags(out, resume);
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r)
-    pids.push_back(start(test::program_path("dec7_kv_transfer"), flags(out, resume),
+    pids.push_back(start(test::program_path(program), args,
                          {"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(world),
                           "LOCAL_RANK=" + std::to_string(r), "MASTER_ADDR=127.0.0.1",
                           "MASTER_PORT=" + std::to_string(port)},
@@ -219,4 +221,33 @@ TEST_CASE("A rank killed mid-run: --resume redoes only its missing units, and th
   INFO(again.output);
   CHECK(again.exit_code == 0);
   CHECK(read_all(out + "/generations.jsonl") == merged);
+}
+
+TEST_CASE("dec7_study, every part, over 2 processes writes every file one process writes",
+          "[experiments][distributed]") {
+  // Shared conditions between parts, R_V of the prompts, the blind-rating export: rank 0's, from
+  // the merged records.
+  auto args = [](const std::string& out) {
+    return std::vector<std::string>{"--out", out, "--n", "6", "--max-new-tokens", "6", "--batch-size", "2",
+                                    "--threads", "1", "--progress", "off"};
+  };
+  const std::string single = test::temp_dir("dist_study_single");
+  const auto one = test::run_program("dec7_study", args(single));
+  INFO(one.output);
+  REQUIRE(one.exit_code == 0);
+  const std::string out = test::temp_dir("dist_study");
+  auto pids = start_ranks(out, 2, false, "dec7_study", args(out));
+  for (int r = 0; r < 2; ++r) {
+    INFO("rank " << r << ": " << read_all(out + "/rank-" + std::to_string(r) + ".log"));
+    CHECK(wait_exit(pids[r]) == 0);
+  }
+  size_t files = 0;
+  for (const auto& e : test::fs::recursive_directory_iterator(single)) {
+    if (!e.is_regular_file() || e.path().filename() == ".lock") continue;
+    const std::string rel = test::fs::relative(e.path(), single).string();
+    INFO(rel);
+    CHECK(read_all(out + "/" + rel) == read_all(e.path().string()));
+    ++files;
+  }
+  CHECK(files >= 20);  // run.json, generations.jsonl, five phases' four files, blind/
 }
