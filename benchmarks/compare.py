@@ -5,8 +5,6 @@ mechlens row against the fastest transformers way measured, and against the phys
 import json
 import sys
 
-BANDWIDTH_TBS = {"H100": 3.35, "H200": 4.8}  # HBM bandwidth of the SXM parts, TB/s
-
 
 def load(path):
     with open(path) as f:
@@ -88,13 +86,6 @@ def main():
         got_s = 400 * 50 / ml[("phase1", "new_tokens_per_s")]
         print(f"phase-1 bound (measured bf16 rate {tflops:.0f} TFLOP/s, {flops:.3g} FLOP): {bound_s:.2f} s; "
               f"mechlens {got_s:.2f} s = {100 * bound_s / got_s:.0f} % of the roofline")
-    wb = ml.get(("model", "weight_bytes"))
-    bw = next((v for k, v in BANDWIDTH_TBS.items() if k in gpu), None)
-    if wb and bw and ("decode_splice", "new_tokens_per_s") in ml:
-        bound = bw * 1e12 / (wb * 2**30)
-        got = ml[("decode_splice", "new_tokens_per_s")]
-        print(f"\ndecode bound: {wb:.2f} GiB of weights / {bw} TB/s = {bound:.0f} tok/s; mechlens reaches "
-              f"{got:.0f} tok/s = {100 * got / bound:.0f} % of it")
     kv = ml.get(("model", "kv_bytes_per_token"))
     print("\n| workload | mechlens peak GiB | transformers peak GiB | weights + KV cache GiB |\n|---|---|---|---|")
     kv_tokens = {"decode_splice": 64 + 128, "phase1": 400 * 114 + 200 * 63, "rv": 0, "forward_plain": 0}
@@ -102,7 +93,7 @@ def main():
                "forward_plain": "forward_plain"}
     for w, tokens in kv_tokens.items():
         if (w, "peak_gib") in ml:
-            need = wb + (kv or 0) * tokens / 2**20
+            need = wb_ml + (kv or 0) * tokens / 2**20
             print(f"| {w} | {ml[(w, 'peak_gib')]:.2f} | {hf.get((hf_name[w], 'peak_gib'), float('nan')):.2f} | {need:.2f} |")
 
 

@@ -158,8 +158,6 @@ class World {
     for (int64_t u = launch_.rank; u < n; u += launch_.world_size) out.push_back(u);
     return out;
   }
-  /// Whether unit u is this rank's (units()).
-  bool owns(int64_t unit) const { return unit % launch_.world_size == launch_.rank; }
 
   /// Waits until every rank has reached the barrier of this name (names must be new each time).
   void barrier(const std::string& name) {
@@ -173,14 +171,25 @@ class World {
 #endif
   }
 
-  /// Rank 0 gets every rank's `bytes` in rank order (its own first); the others get an empty
-  /// vector. Every rank must call it with the same name, once.
-  std::vector<std::string> gather(const std::string& name, const std::string& bytes) {
-    return exchange("gather/" + name, bytes, /*everyone=*/false);
-  }
-  /// Every rank gets every rank's `bytes`, in rank order.
+  /// Every rank gets every rank's `bytes`, in rank order. Every rank must call it with the same
+  /// name, once.
   std::vector<std::string> all_gather(const std::string& name, const std::string& bytes) {
-    return exchange("all_gather/" + name, bytes, /*everyone=*/true);
+    if (!distributed()) return {bytes};
+#if MECHLENS_WITH_C10D_STORE
+    const std::string prefix = "all_gather/" + name + "/";
+    store_->set(prefix + std::to_string(launch_.rank), std::vector<uint8_t>(bytes.begin(), bytes.end()));
+    std::vector<std::string> out;
+    for (int64_t r = 0; r < launch_.world_size; ++r) {
+      const std::string key = prefix + std::to_string(r);
+      wait_for(key);
+      const std::vector<uint8_t> v = store_->get(key);
+      out.emplace_back(v.begin(), v.end());
+    }
+    barrier(prefix + "read");  // no rank leaves (and may end the store's server) before all have read
+    return out;
+#else
+    return {bytes};
+#endif
   }
 
  private:
@@ -228,27 +237,6 @@ class World {
     }
   }
 #endif
-
-  std::vector<std::string> exchange(const std::string& name, const std::string& bytes, bool everyone) {
-    if (!distributed()) return {bytes};
-#if MECHLENS_WITH_C10D_STORE
-    const std::string prefix = name + "/";
-    store_->set(prefix + std::to_string(launch_.rank), std::vector<uint8_t>(bytes.begin(), bytes.end()));
-    std::vector<std::string> out;
-    if (everyone || is_main()) {
-      for (int64_t r = 0; r < launch_.world_size; ++r) {
-        const std::string key = prefix + std::to_string(r);
-        wait_for(key);
-        const std::vector<uint8_t> v = store_->get(key);
-        out.emplace_back(v.begin(), v.end());
-      }
-    }
-    barrier(prefix + "read");  // no rank leaves (and may end the store's server) before all have read
-    return out;
-#else
-    return {bytes};
-#endif
-  }
 
   Launch launch_;
   std::chrono::milliseconds timeout_ = std::chrono::hours(24);

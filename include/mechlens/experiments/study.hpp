@@ -103,10 +103,10 @@ class Study {
                    "condition '{}': source_of has {} entries for {} pairs", c.name, c.source_of.size(), pairs_.size());
     check_kept(c);
     for (size_t b = 0; b < n_batches(); ++b) {
-      const bool mine = unit_++ % size_ == rank_;
-      if (!mine) {
-        if (progress_) progress_->skip(static_cast<int64_t>(std::min(pairs_.size(), (b + 1) * static_cast<size_t>(settings_.batch_size)) -
-                                                            b * static_cast<size_t>(settings_.batch_size)));
+      const size_t lo = b * static_cast<size_t>(settings_.batch_size);
+      const size_t hi = std::min(pairs_.size(), lo + static_cast<size_t>(settings_.batch_size));
+      if (unit_++ % size_ != rank_) {  // another rank's unit
+        if (progress_) progress_->skip(static_cast<int64_t>(hi - lo));
         continue;
       }
       BatchContext ctx;
@@ -115,8 +115,6 @@ class Study {
       ctx.encoded = &encoded_;
       ctx.batch_index = static_cast<int64_t>(b);
       ctx.max_new_tokens = settings_.max_new_tokens;
-      const size_t lo = b * static_cast<size_t>(settings_.batch_size);
-      const size_t hi = std::min(pairs_.size(), lo + static_cast<size_t>(settings_.batch_size));
       bool missing = false;
       for (size_t i = lo; i < hi; ++i) {
         ctx.rows.push_back(i);

@@ -138,12 +138,6 @@ class HookPoint {
   /// hook_pattern): in a captured step it spans the cache's whole capacity, not its length, so no
   /// hook here runs inside a graph.
   bool has_key_positions() const { return std::find(shape_.begin(), shape_.end(), kDimKeyPos) != shape_.end(); }
-  /// The end of the last generation step a hook attached here acts in (0: none attached).
-  int64_t steps_end() const {
-    int64_t end = 0;
-    for (const auto& h : hooks_) end = std::max(end, h.steps.end);
-    return end;
-  }
   size_t hook_count() const { return hooks_.size(); }
   /// Calls f(steps, capturable) for each attached hook (capturable: declared so, and not on a
   /// point with key positions).

@@ -182,13 +182,6 @@ class HookRegistry {
       if (p.attached()) return true;
     return false;
   }
-  /// The end of the last generation step an attached hook acts in (Steps; 0 when none is
-  /// attached): decoding steps from there on run no hook.
-  int64_t attached_steps_end() const {
-    int64_t end = 0;
-    for (auto& p : core_->points) end = std::max(end, p.steps_end());
-    return end;
-  }
 
   /// The first generation step (>= 1) from which the attached hooks can run inside a captured
   /// CUDA graph: the set of hooks acting stays the same for every later step (no attached hook's
