@@ -66,6 +66,7 @@ struct Flags {
   }();
   std::string layers;
   std::string device = "cpu";
+  std::string device_map;
   std::string dtype = "float32";
   std::string out;
   bool resume = false;
@@ -88,7 +89,7 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
   app.add_option("--pairs", f.pairs, "prompt pairs, JSONL {\"id\",\"recursive\",\"baseline\"} (or *_ids); default: "
                                      "examples/prompts/toy_pairs.jsonl for the embedded model, else "
                                      "examples/prompts/instruct_pairs.jsonl");
-  app.add_option("--n", f.n, "use the first n pairs (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--n,--n-pairs", f.n, "use the first n pairs (0: all); --n-pairs is the same flag, for torchrun, which takes a bare --n for an abbreviation of its own options")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--seed", f.study.sampling.seed, "seed of the sampling (pair i samples with its own stream in every condition) and of the shuffled controls")->capture_default_str()
       ->check(CLI::NonNegativeNumber);  // "-1" would wrap to 2^64 - 1
   app.add_option("--max-new-tokens", f.study.max_new_tokens, "tokens generated per prompt")->capture_default_str()
@@ -100,7 +101,12 @@ inline void add_shared_flags(CLI::App& app, Flags& f, const std::string& default
       ->check(mechlens::cli::finite_number(0.0, /*low_open=*/true, 1.0));
   app.add_option("--layers", f.layers, "layer range(s) lo:hi, comma-separated (half-open, 0-based); what they "
                                        "select is said in each program's --help");
-  app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--device", f.device, "cpu, cuda or cuda:N; under a launcher, plain cuda gives each process the GPU "
+                                       "LOCAL_RANK names (modulo the GPUs it sees), cuda:N puts every process on GPU N")
+      ->capture_default_str();
+  app.add_option("--device-map", f.device_map, "the model's layers over devices: begin:end=device ranges "
+                                               "(0:16=cuda:0,16:32=cpu) or auto (by free memory); the embedding and "
+                                               "head go with layer 0 (docs/scale.md)");
   app.add_option("--dtype", f.dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--out", f.out, "run folder: generations.jsonl, run.json, and one sub-folder per phase")->capture_default_str();
   app.add_flag("--resume", f.resume, "continue the run in --out: what is recorded is kept and not redone");
@@ -186,6 +192,12 @@ inline Setup setup(const Flags& flags, const std::string& program) {
   mechlens::LoadOptions lo;
   lo.dtype = mechlens::parse_dtype(flags.dtype);
   lo.device = mechlens::parse_device(flags.device);
+  // One process per GPU under a launcher: plain "cuda" is this process's GPU (LOCAL_RANK).
+  if (lo.device.is_cuda() && !lo.device.has_index() && s.world.size() > 1) {
+    const int64_t gpus = mechlens::detail::cuda_device_count();
+    lo.device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(s.world.local_rank() % std::max<int64_t>(gpus, 1)));
+  }
+  lo.device_map = mechlens::DeviceMap::parse(flags.device_map);
   s.model = mechlens::load_model(flags.model, lo);
   try {
     mechlens::TokenizerOptions tokenizer_options;

@@ -100,6 +100,7 @@
 #include "mechlens/models/attention.hpp"
 #include "mechlens/models/attention_mask.hpp"
 #include "mechlens/models/decoder_layer.hpp"
+#include "mechlens/models/device_map.hpp"
 #include "mechlens/models/init.hpp"
 #include "mechlens/models/kv_cache.hpp"
 #include "mechlens/models/kv_cache_io.hpp"

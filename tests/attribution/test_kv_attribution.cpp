@@ -27,7 +27,7 @@ enum class Part { Key, Value };
 double real_effect(Model& model, const PromptState& target, const KVCache& source, const Metric& metric, Part part,
                    int64_t l, int64_t h, int64_t j, double base) {
   PromptState s = target.clone();
-  at::Tensor& dst = part == Part::Key ? s.cache.key_storage() : s.cache.value_storage();
+  at::Tensor dst = part == Part::Key ? s.cache.key_storage() : s.cache.value_storage();
   const at::Tensor& src = part == Part::Key ? source.key_storage() : source.value_storage();
   dst.select(0, l).select(1, h).select(1, j).copy_(src.select(0, l).select(1, h).select(1, j));
   return metric_after(model, s, metric) - base;

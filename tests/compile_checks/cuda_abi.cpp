@@ -66,6 +66,7 @@ static_assert(same_abi<decltype(driver::Api::module_get_function), decltype(&::c
 static_assert(same_abi<decltype(driver::Api::function_set_attribute), decltype(&::cuFuncSetAttribute)>);
 static_assert(same_abi<decltype(driver::Api::launch_kernel), decltype(&::cuLaunchKernel)>);
 static_assert(same_abi<decltype(driver::Api::launch_kernel_ex), decltype(&::cuLaunchKernelEx)>);
+static_assert(same_abi<decltype(driver::Api::mem_get_info), decltype(&::cuMemGetInfo)>);
 
 static_assert(sizeof(driver::Result) == sizeof(CUresult) && driver::kSuccess == CUDA_SUCCESS);
 static_assert(std::is_same_v<driver::Device, CUdevice>);

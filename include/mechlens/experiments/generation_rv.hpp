@@ -64,7 +64,7 @@ class GenerationRvProbe {
     for (int which : {0, 1}) {
       const int64_t layer = which == 0 ? options_.early : options_.late;
       // [b, kv, slots, d] -> [b, slots, kv*d], copied: a splice may overwrite the cache next
-      prefill_[which] = cache.value_storage().select(0, layer).narrow(2, 0, decode_start_).transpose(1, 2)
+      prefill_[which] = cache.value_storage(layer).narrow(2, 0, decode_start_).transpose(1, 2)
                             .clone(at::MemoryFormat::Contiguous).flatten(2);
     }
   }
@@ -118,7 +118,7 @@ class GenerationRvProbe {
       const int64_t layer = which == 0 ? options_.early : options_.late;
       at::Tensor all = prefill_[which];
       if (steps > 0)  // [b, kv, slots, d] -> [b, steps, kv*d]
-        all = at::cat({all, cache.value_storage().select(0, layer).narrow(2, lp, steps).transpose(1, 2).flatten(2)}, 1);
+        all = at::cat({all, cache.value_storage(layer).narrow(2, lp, steps).transpose(1, 2).flatten(2)}, 1);
       all = all.index_select(0, rows_here);
       return all.gather(1, cols.unsqueeze(-1).expand({-1, -1, all.size(2)}));
     };

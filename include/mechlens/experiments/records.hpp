@@ -54,7 +54,8 @@ struct GenerationRecord {
   double score = 0.0;
   std::string scorer;            ///< e.g. "keywords:recursive_default"
   nlohmann::json extra = nlohmann::json::object();  ///< program-specific values (R_V readings, ...)
-  /// What computed it: {"mechlens", "libtorch" (versions), "device", "dtype", "fused_model",
+  /// What computed it: {"mechlens", "libtorch" (versions), "device" (its kind: "cpu", "cuda",
+  /// "cuda+cpu" for a model split over devices), "dtype", "fused_model",
   /// "fused_kernels", "cuda_graph"} (study.hpp's made_with); null in records older than the field.
   nlohmann::json made_with;
 

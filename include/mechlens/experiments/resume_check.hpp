@@ -118,8 +118,14 @@ inline std::vector<std::string> check_kept_made_with(const RecordLog& log, const
   std::map<std::string, size_t> versions;
   for (const auto& r : log.records()) {
     for (const char* key : {"device", "dtype"}) {
-      const nlohmann::json recorded = r.made_with.is_object() && r.made_with.contains(key) ? r.made_with[key]
-                                                                                           : nlohmann::json();
+      nlohmann::json recorded = r.made_with.is_object() && r.made_with.contains(key) ? r.made_with[key]
+                                                                                     : nlohmann::json();
+      // Records before device kinds named the device with its index ("cuda:0"): the same kind.
+      if (std::string(key) == "device" && recorded.is_string()) {
+        std::string text = recorded.get<std::string>();
+        const auto colon = text.find(':');
+        if (colon != std::string::npos && text.find('+') == std::string::npos) recorded = text.substr(0, colon);
+      }
       if (recorded != now.at(key))
         ::mechlens::detail::kept_record_differs(log, r, std::string("made_with.") + key, recorded, now.at(key), "");
     }

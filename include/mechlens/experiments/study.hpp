@@ -46,12 +46,24 @@ namespace mechlens::experiments {
 /// whether the model is fused (the fast engine, models/fast_engine.hpp, runs every block without
 /// an active hook), whether mechlens' CUDA kernels run for its activations
 /// (kernels::fused_available), and `cuda_graph` (GenerationResult::used_cuda_graph).
+/// The kind of device a model computes on, as records name it: "cpu" or "cuda" (no index: ranks
+/// on different GPUs of a distributed run make the same records), and for a model split over
+/// devices the kinds in layer order joined by "+" ("cuda+cpu": offloaded layers compute there).
+inline std::string device_kind(const ModelImpl& model) {
+  std::string out = c10::DeviceTypeName(model.device().type(), /*lower_case=*/true);
+  for (const at::Device& d : model.layer_devices()) {
+    const std::string kind = c10::DeviceTypeName(d.type(), /*lower_case=*/true);
+    if (("+" + out + "+").find("+" + kind + "+") == std::string::npos) out += "+" + kind;
+  }
+  return out;
+}
+
 inline nlohmann::json made_with(const ModelImpl& model, bool cuda_graph = false) {
   at::NoGradGuard no_grad;  // as in decoding: the kernels run only without autograd
   const bool kernels = model.fused() && kernels::fused_available(at::empty({0}, model.options()));
   return {{"mechlens", version()},
           {"libtorch", libtorch_version()},
-          {"device", model.device().str()},
+          {"device", device_kind(model)},
           {"dtype", dtype_name(model.dtype())},
           {"fused_model", model.fused()},
           {"fused_kernels", kernels},

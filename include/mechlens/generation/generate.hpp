@@ -78,7 +78,7 @@ struct GenerationResult {
   /// Per row and step: top-1 minus top-2 logit (only with record_margins).
   std::vector<std::vector<double>> margins;
   /// Whether the decoding steps ran as a captured CUDA graph (see GenerationOptions::use_cuda_graph:
-  /// CUDA build and device, a fused model, more than one step from the first one the graph can
+  /// CUDA build and device, a fused model on one device, more than one step from the first one the graph can
   /// take: HookRegistry::graph_steps_begin).
   bool used_cuda_graph = false;
 };
@@ -148,7 +148,7 @@ inline GenerationResult decode(ModelImpl& model, PromptState& state, const Gener
     }
   };
 #ifdef MECHLENS_WITH_CUDA
-  if (options.use_cuda_graph && dev.is_cuda() && model.fused() && steps - eager_steps > 1) {
+  if (options.use_cuda_graph && dev.is_cuda() && model.fused() && model.on_one_device() && steps - eager_steps > 1) {
     // Graphs are captured on a side stream; the whole loop runs there, joined at both ends.
     c10::cuda::getCurrentCUDAStream().synchronize();
     {

@@ -85,16 +85,19 @@ inline PromptState prefill(ModelImpl& model, const std::vector<std::vector<int64
     MECHLENS_CHECK(prefix->batch() == 1 || prefix->batch() == b, ShapeError,
                    "prefill: the prefix cache has batch {}, the prompts {} (expected 1 or {})", prefix->batch(), b, b);
     MECHLENS_CHECK(!prefix->has_padding(), ArgumentError, "prefill: a padded prefix cache is not supported");
-    state.cache = KVCache::for_model(model.config(), b, prefix->length() + capacity, model.options());
+    state.cache = model.make_cache(b, prefix->length() + capacity);
     const int64_t n = prefix->length();
-    state.cache.key_storage().narrow(3, 0, n).copy_(prefix->key_storage().narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
-    state.cache.value_storage().narrow(3, 0, n).copy_(prefix->value_storage().narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
+    for (auto [first, count] : state.cache.spans(0, state.cache.n_layers()))
+      for (auto [f, c] : prefix->spans(first, count)) {  // the prefix may be placed otherwise
+        state.cache.key_storage(f, c).narrow(3, 0, n).copy_(prefix->key_storage(f, c).narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
+        state.cache.value_storage(f, c).narrow(3, 0, n).copy_(prefix->value_storage(f, c).narrow(3, 0, n).expand({-1, b, -1, -1, -1}));
+      }
     state.cache.position_storage().narrow(1, 0, n).copy_(prefix->positions().expand({b, -1}));
     state.cache.valid_storage().narrow(1, 0, n).fill_(true);
     state.cache.set_length(n, false);
     offset = n;  // positions continue after the prefix (its slots hold positions 0..n-1)
   } else {
-    state.cache = KVCache::for_model(model.config(), b, capacity, model.options());
+    state.cache = model.make_cache(b, capacity);
   }
 
   // Every token but the last is prefilled (left-padded); the last is pending.
@@ -144,7 +147,7 @@ inline KVCache encode_prompt(ModelImpl& model, const std::vector<int64_t>& promp
   at::NoGradGuard no_grad;
   detail::check_prompts({prompt}, model.config().vocab_size);
   const int64_t n = static_cast<int64_t>(prompt.size());
-  KVCache cache = KVCache::for_model(model.config(), 1, n + extra_capacity, model.options());
+  KVCache cache = model.make_cache(1, n + extra_capacity);
   ForwardOptions opt;
   opt.cache = &cache;
   opt.step = 0;

@@ -136,25 +136,30 @@ inline void splice_kv(KVCache& target, const KVCache& source, const SpliceOption
   auto heads = opt.kv_heads.resolve(target.n_kv_heads(), "KV head", "KV splice");
   const int64_t b = target.batch();
 
-  for (auto which : {0, 1}) {
-    const at::Tensor& src_store = which == 0 ? source.key_storage() : source.value_storage();
-    at::Tensor& dst_store = which == 0 ? target.key_storage() : target.value_storage();
-    // [layers, batch, kv, m, d]
-    at::Tensor moved = src_store.narrow(0, layers.begin, layers.size()).index_select(3, si).to(dst_store.options());
-    if (moved.size(1) != b) moved = moved.expand({-1, b, -1, -1, -1});
-    if (which == 0 && opt.rerotate) {
-      MECHLENS_CHECK(opt.rope.has_value(), ArgumentError, "KV splice: rerotate needs the model's rope configuration");
-      at::Tensor s_pos = source.positions().index_select(1, si).to(target.device());
-      at::Tensor t_pos = target.positions().index_select(1, ti);
-      moved = rerotate_keys(moved, (t_pos - s_pos).expand({b, -1}), *opt.rope);
-    }
-    at::Tensor dst = dst_store.narrow(0, layers.begin, layers.size());
-    if (opt.kv_heads.is_all()) {
-      dst.index_copy_(3, ti, moved.contiguous());
-    } else {
-      for (int64_t h : heads) dst.select(2, h).index_copy_(2, ti, moved.select(2, h).contiguous());
-    }
-  }
+  MECHLENS_CHECK(!opt.rerotate || opt.rope.has_value(), ArgumentError,
+                 "KV splice: rerotate needs the model's rope configuration");
+  at::Tensor delta;  // [b, m] target minus source positions, for rerotate
+  if (opt.rerotate)
+    delta = (target.positions().index_select(1, ti) - source.positions().index_select(1, si).to(target.device()))
+                .expand({b, -1});
+  // Span by span where the target's (or the source's) layers change device (model split over
+  // devices); one span for caches on one device.
+  for (auto [first, count] : target.spans(layers.begin, layers.size()))
+    for (auto [f, c] : source.spans(first, count))
+      for (auto which : {0, 1}) {
+        const at::Tensor src_store = which == 0 ? source.key_storage(f, c) : source.value_storage(f, c);
+        at::Tensor dst = which == 0 ? target.key_storage(f, c) : target.value_storage(f, c);
+        const at::Tensor t_here = ti.to(dst.device());
+        // [layers, batch, kv, m, d]
+        at::Tensor moved = src_store.index_select(3, si.to(src_store.device())).to(dst.options());
+        if (moved.size(1) != b) moved = moved.expand({-1, b, -1, -1, -1});
+        if (which == 0 && opt.rerotate) moved = rerotate_keys(moved, delta.to(dst.device()), *opt.rope);
+        if (opt.kv_heads.is_all()) {
+          dst.index_copy_(3, t_here, moved.contiguous());
+        } else {
+          for (int64_t h : heads) dst.select(2, h).index_copy_(2, t_here, moved.select(2, h).contiguous());
+        }
+      }
 }
 
 }  // namespace mechlens

@@ -110,19 +110,21 @@ inline std::vector<int64_t> splice_kv_rows(KVCache& target, const KVCache& sourc
     for (auto [t, s] : pairs) ti.push_back(t), si.push_back(s);
     auto idx = at::TensorOptions().dtype(at::kLong);
     at::Tensor t_idx = at::tensor(ti, idx).to(target.device()), s_idx = at::tensor(si, idx).to(source.device());
-    for (int which = 0; which < 2; ++which) {
-      const at::Tensor& src_store = which == 0 ? source.key_storage() : source.value_storage();
-      at::Tensor& dst_store = which == 0 ? target.key_storage() : target.value_storage();
-      // [layers, kv, m, d]
-      at::Tensor moved = src_store.narrow(0, layers.begin, layers.size()).select(1, rs).index_select(2, s_idx)
-                             .to(dst_store.device(), dst_store.scalar_type());
-      if (which == 0 && opt.rerotate) {
-        at::Tensor delta = (t_pos[r].index_select(0, at::tensor(ti, idx)) - s_pos[rs].index_select(0, at::tensor(si, idx)))
-                               .view({1, -1});
-        moved = rerotate_keys(moved.unsqueeze(1), delta, *opt.rope).squeeze(1);
-      }
-      dst_store.narrow(0, layers.begin, layers.size()).select(1, r).index_copy_(2, t_idx, moved.contiguous());
-    }
+    at::Tensor delta;  // [1, m] on the host, for rerotate
+    if (opt.rerotate)
+      delta = (t_pos[r].index_select(0, at::tensor(ti, idx)) - s_pos[rs].index_select(0, at::tensor(si, idx))).view({1, -1});
+    // Span by span where either cache's layers change device (a model split over devices).
+    for (auto [first, count] : target.spans(layers.begin, layers.size()))
+      for (auto [f, c] : source.spans(first, count))
+        for (int which = 0; which < 2; ++which) {
+          const at::Tensor src_store = which == 0 ? source.key_storage(f, c) : source.value_storage(f, c);
+          at::Tensor dst_store = which == 0 ? target.key_storage(f, c) : target.value_storage(f, c);
+          // [layers, kv, m, d]
+          at::Tensor moved = src_store.select(1, rs).index_select(2, s_idx.to(src_store.device()))
+                                 .to(dst_store.device(), dst_store.scalar_type());
+          if (which == 0 && opt.rerotate) moved = rerotate_keys(moved.unsqueeze(1), delta, *opt.rope).squeeze(1);
+          dst_store.select(1, r).index_copy_(2, t_idx.to(dst_store.device()), moved.contiguous());
+        }
   }
   return copied;
 }

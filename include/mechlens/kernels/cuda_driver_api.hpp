@@ -8,6 +8,7 @@
 /// tests/compile_checks/cuda_abi.cpp checks every declaration here against cuda.h wherever a
 /// CUDA toolkit is installed.
 
+#include <cstddef>
 #include <string>
 
 #include "mechlens/kernels/shared_library.hpp"
@@ -68,6 +69,9 @@ struct Api {
   /// cuLaunchKernelEx (drivers of CUDA 12.0 and later); nullptr where the driver lacks it, and
   /// launches then never start early.
   Result (*launch_kernel_ex)(const LaunchConfig* config, Function function, void** params, void** extra);
+  /// cuMemGetInfo_v2 (cuda.h's cuMemGetInfo): free and total bytes of the current context's device;
+  /// nullptr where the driver lacks it.
+  Result (*mem_get_info)(size_t* free_bytes, size_t* total_bytes);
 };
 
 /// Loads the driver API from `library` (a file name or path) and initialises it (cuInit);
@@ -89,6 +93,7 @@ inline bool load(const std::string& library, Api& api, std::string& why) {
   if (!all) return false;
   std::string optional;
   resolve_function(lib, "cuLaunchKernelEx", api.launch_kernel_ex, library, optional);
+  resolve_function(lib, "cuMemGetInfo_v2", api.mem_get_info, library, optional);
   // A no-op where LibTorch has initialised CUDA already; fails without a usable device.
   const Result r = api.init(0);
   if (r != kSuccess) {

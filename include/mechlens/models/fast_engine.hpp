@@ -138,8 +138,8 @@ class FastLayer {
     at::Tensor qkv = kernels::linear(detail::fast_rms_norm(layer_->input_layernorm(), resid), qkv_, qkv_bias_);
     at::Tensor q, keys, values;  // q [b, p, h, d]; keys / values [b, kv, key_pos, d]
     if (slot.defined() && kernels::fused_available(qkv)) {
-      keys = cache->key_storage().select(0, a.layer());
-      values = cache->value_storage().select(0, a.layer());
+      keys = cache->key_storage(a.layer());
+      values = cache->value_storage(a.layer());
       q = kernels::rotary_write_kv(qkv, h, kv, angles.positions, angles.inv_freq, slot, keys, values);
     } else {
       at::Tensor v = qkv.narrow(-1, nq() + nk(), nk()).view({b, p, kv, d});
@@ -219,7 +219,7 @@ class FastLayer {
     const RMSNormImpl& ln2 = layer_->post_attention_layernorm();
     // The kernel before each projection is one of this forward's own (weights_settled).
     at::Tensor qkv = kernels::rms_norm_matvec(resid, ln1.weight, ln1.eps(), qkv_, /*weights_settled=*/true);
-    at::Tensor keys = cache.key_storage().select(0, a.layer()), values = cache.value_storage().select(0, a.layer());
+    at::Tensor keys = cache.key_storage(a.layer()), values = cache.value_storage(a.layer());
     at::Tensor q = kernels::rotary_write_kv(qkv, a.n_heads(), a.n_kv_heads(), angles.positions, angles.inv_freq, slot,
                                             keys, values);
     at::Tensor z = scaled_dot_product(q.transpose(1, 2), keys, values, mask).transpose(1, 2).contiguous().view(

@@ -3,10 +3,13 @@
 /// Saving a KVCache to safetensors and loading it back: "keys" and "values"
 /// [layers, batch, kv_heads, length, d_head] in the cache's dtype, "positions" [batch, length]
 /// (int64) and "valid" [batch, length] (bool), with metadata naming the format. Only the filled
-/// slots are written; loading gives a cache of exactly that length (plus `extra_capacity`).
+/// slots are written; loading gives a cache of exactly that length (plus `extra_capacity`), on
+/// `options`' device; KVCache::placed(model->layer_devices()) puts it where a model split over
+/// devices keeps each layer.
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -20,9 +23,17 @@ namespace mechlens {
 inline void save_kv_cache(const std::string& path, const KVCache& cache) {
   MECHLENS_CHECK(cache.defined(), ArgumentError, "save_kv_cache('{}'): the cache is empty (never allocated)", path);
   const int64_t n = cache.length();
+  // A cache over several devices is written as one tensor (its layers gathered on the host).
+  auto whole = [&](bool keys) {
+    if (cache.on_one_device()) return (keys ? cache.key_storage() : cache.value_storage()).narrow(3, 0, n);
+    std::vector<at::Tensor> parts;
+    for (auto [first, count] : cache.spans(0, cache.n_layers()))
+      parts.push_back((keys ? cache.key_storage(first, count) : cache.value_storage(first, count)).narrow(3, 0, n).cpu());
+    return at::cat(parts, 0);
+  };
   io::save_safetensors(path,
-                       {{"keys", cache.key_storage().narrow(3, 0, n)},
-                        {"values", cache.value_storage().narrow(3, 0, n)},
+                       {{"keys", whole(true)},
+                        {"values", whole(false)},
                         {"positions", cache.positions()},
                         {"valid", cache.valid()}},
                        {{"format", "mechlens.kv_cache.v1"}, {"has_padding", cache.has_padding() ? "1" : "0"}});

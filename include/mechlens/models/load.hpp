@@ -25,6 +25,7 @@
 #include "mechlens/io/json.hpp"
 #include "mechlens/io/hf_checkpoint.hpp"
 #include "mechlens/io/tensor_reader.hpp"
+#include "mechlens/models/device_map.hpp"
 #include "mechlens/models/model.hpp"
 #include "mechlens/models/model_config.hpp"
 
@@ -43,6 +44,11 @@ enum class WeightCopy {
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  /// The decoder layers over several devices (models/device_map.hpp): explicit ranges
+  /// (`DeviceMap::parse("0:16=cuda:0,16:32=cpu")`) or DeviceMap::automatic_map() by free memory.
+  /// The embedding and head go with the first layer, which is then the model's device(); `device`
+  /// must be left at the CPU default or name that same device. Empty: everything on `device`.
+  DeviceMap device_map = {};
   /// Load for inference: the fast engine on (Model::fuse_projections: q/k/v and gate/up as single
   /// GEMMs, mechlens' CUDA kernels) and the weights frozen (requires_grad false; gradients with
   /// respect to activations still flow). Turn off to fine-tune the loaded model with autograd.
@@ -122,13 +128,22 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
                  checkpoint.dir(), extra.size(), model.config().model_type, extra.empty() ? "" : extra.front());
 
   if (copy == WeightCopy::Staged) {
-    std::vector<io::ReadJob> jobs;
-    jobs.reserve(items.size());
-    for (const Item& item : items) {
-      const io::SafetensorsFile& file = checkpoint.file_of(*item.key);
-      jobs.push_back({&file, &file.info(*item.key), *item.dst});
+    // One reader per device type (a model split by device_map has parameters on the CPU and GPUs).
+    std::vector<at::DeviceType> types;
+    for (const Item& item : items)
+      if (std::find(types.begin(), types.end(), item.dst->device().type()) == types.end())
+        types.push_back(item.dst->device().type());
+    for (at::DeviceType type : types) {
+      std::vector<io::ReadJob> jobs;
+      at::Device device = at::kCPU;
+      for (const Item& item : items) {
+        if (item.dst->device().type() != type) continue;
+        const io::SafetensorsFile& file = checkpoint.file_of(*item.key);
+        jobs.push_back({&file, &file.info(*item.key), *item.dst});
+        device = item.dst->device();
+      }
+      io::TensorReader(device, read).read(jobs);
     }
-    io::TensorReader(model.device(), read).read(jobs);
   } else {
     for (const Item& item : items) item.dst->copy_(checkpoint.tensor(*item.key));
   }
@@ -149,8 +164,22 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
     for (const at::Tensor& piece : item.dst->view({-1}).split(kPiece)) pieces.push_back(at::isfinite(piece).all());
     finite.push_back(at::stack(pieces).all());
   }
-  const at::Tensor ok = at::stack(finite).cpu();
-  const bool* flags = ok.data_ptr<bool>();
+  // One stack per device (a model split by device_map), then one copy each to the host.
+  std::vector<bool> flags(items.size(), true);
+  std::vector<bool> done(items.size(), false);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (done[i]) continue;
+    std::vector<size_t> here;
+    std::vector<at::Tensor> flags_here;
+    for (size_t j = i; j < items.size(); ++j)
+      if (!done[j] && finite[j].device() == finite[i].device()) {
+        here.push_back(j);
+        flags_here.push_back(finite[j]);
+        done[j] = true;
+      }
+    const at::Tensor ok = at::stack(flags_here).cpu();
+    for (size_t k = 0; k < here.size(); ++k) flags[here[k]] = ok[static_cast<int64_t>(k)].item<bool>();
+  }
   for (size_t i = 0; i < items.size(); ++i)
     if (!flags[i])
       warn("checkpoint '{}': tensor '{}' holds NaN or Inf values (loaded as they are; every output that depends "
@@ -173,14 +202,35 @@ inline double host_memory_bytes() {
 
 /// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
 inline Model load_model(const std::string& dir, const LoadOptions& options = {}) {
-  MECHLENS_CHECK(!(options.dtype == at::kHalf && options.device.is_cpu() && !compat::kHasCpuHalfMatmul), ArgumentError,
+  ModelConfig cfg = ModelConfig::from_file(dir);
+  detail::read_generation_config(dir, cfg);
+  // Where the layers go: all on `device`, or as device_map places them.
+  std::vector<at::Device> layer_devices;
+  if (!options.device_map.empty()) {
+    layer_devices = place_layers(options.device_map, cfg, options.dtype, detail::host_memory_bytes());
+    const at::Device& first = layer_devices.front();
+    const bool agree = options.device.type() == first.type() &&
+                       (!options.device.has_index() || !first.has_index() || options.device.index() == first.index());
+    MECHLENS_CHECK(options.device == at::Device(at::kCPU) || agree, ArgumentError,
+                   "load_model('{}'): LoadOptions::device is {} but device_map puts layer 0 (and with it the embedding "
+                   "and head) on {}; leave device at its default or make them agree",
+                   dir, options.device.str(), layer_devices.front().str());
+  }
+  const at::Device home = layer_devices.empty() ? options.device : layer_devices.front();
+  double cpu_share = home.is_cpu() ? 1.0 : 0.0;  // of the parameters, roughly: layers on the CPU
+  bool any_cpu = home.is_cpu();
+  if (!layer_devices.empty()) {
+    int64_t on_cpu = 0;
+    for (const at::Device& d : layer_devices) on_cpu += d.is_cpu() ? 1 : 0;
+    cpu_share = static_cast<double>(on_cpu) / static_cast<double>(layer_devices.size());
+    any_cpu = any_cpu || on_cpu > 0;
+  }
+  MECHLENS_CHECK(!(options.dtype == at::kHalf && any_cpu && !compat::kHasCpuHalfMatmul), ArgumentError,
                  "load_model('{}'): float16 on the CPU needs LibTorch >= 2.1 (this is {}.{}, whose CPU matrix "
                  "products have no float16); load as bfloat16 or float32, or on CUDA",
                  dir, TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
-  ModelConfig cfg = ModelConfig::from_file(dir);
-  detail::read_generation_config(dir, cfg);
   io::SafetensorsCheckpoint checkpoint(dir);
-  const auto model_options = at::TensorOptions().dtype(options.dtype).device(options.device);
+  const auto model_options = at::TensorOptions().dtype(options.dtype).device(home);
   // A model that cannot be allocated is named with what it needs, not left to the allocator's
   // bare message (config.json's sizes are bounded, but may still exceed this machine).
   auto cannot_allocate = [&](const std::string& why) {
@@ -188,12 +238,12 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
     detail::raise<ArgumentError>("load_model('{}'): {:.3g} parameters in {} need {:.3g} GiB on {}, which cannot be "
                                  "allocated{}",
                                  dir, params, c10::toString(options.dtype), params * c10::elementSize(options.dtype) / 1073741824.0,
-                                 options.device.str(), why);
+                                 layer_devices.empty() ? home.str() : "the devices of its device_map", why);
   };
   // On the CPU, more than memory and swap together is refused before allocating: where the
   // kernel overcommits, the allocation would succeed and the load be killed when it touches it.
-  if (options.device.is_cpu()) {
-    const double need = cfg.parameter_count() * static_cast<double>(c10::elementSize(options.dtype));
+  if (any_cpu) {
+    const double need = cfg.parameter_count() * cpu_share * static_cast<double>(c10::elementSize(options.dtype));
     const double have = detail::host_memory_bytes();
     if (have > 0 && need > have)
       cannot_allocate(fmt::format(" (this machine has {:.3g} GiB of memory and swap)", have / 1073741824.0));
@@ -203,7 +253,7 @@ inline Model load_model(const std::string& dir, const LoadOptions& options = {})
     // Built in the fused layout when it will be fused: each weight is then copied once, into its
     // place (a PerTensor load builds it separate and fuses afterwards: the plain reference path).
     const bool fused_now = options.fuse_projections && options.weight_copy == WeightCopy::Staged;
-    model = Model(cfg, model_options, fused_now ? Projections::Fused : Projections::Separate);
+    model = Model(cfg, model_options, fused_now ? Projections::Fused : Projections::Separate, layer_devices);
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
     cannot_allocate(": " + what.substr(0, what.find('\n')));

@@ -94,16 +94,26 @@ class ModelImpl : public torch::nn::Module {
   /// A model of `cfg`'s shapes whose parameters are allocated with `options` and left
   /// uninitialised (load_model or init_weights fills them). Projections::Fused builds the fused
   /// layout layer by layer, so a loader copies each weight once, into its place, and memory never
-  /// holds both layouts (fused() is then true).
+  /// holds both layouts (fused() is then true). `layer_devices` (one per layer, models/device_map.hpp)
+  /// puts each decoder layer on its own device; the embedding, final norm and unembedding go on
+  /// the first layer's device, which is then the model's device(). Empty: all on `options`' device.
   ModelImpl(const ModelConfig& cfg, const at::TensorOptions& options,
-            Projections projections = Projections::Separate)
+            Projections projections = Projections::Separate, const std::vector<at::Device>& layer_devices = {})
       : cfg_(cfg), options_(options) {
+    MECHLENS_CHECK(layer_devices.empty() || static_cast<int64_t>(layer_devices.size()) == cfg.n_layers(), ArgumentError,
+                   "Model: {} layer devices for {} layers", layer_devices.size(), cfg.n_layers());
+    if (!layer_devices.empty()) {
+      options_ = options_.device(layer_devices.front());
+      for (const at::Device& d : layer_devices)
+        if (d != layer_devices.front()) layer_devices_ = layer_devices;  // split: kept; else one device
+    }
+    const at::TensorOptions& home = options_;
     body_ = register_module("model", std::make_shared<torch::nn::Module>());
-    embed_tokens_ = body_->register_module("embed_tokens", Embedding(cfg.vocab_size, cfg.d_model(), options));
+    embed_tokens_ = body_->register_module("embed_tokens", Embedding(cfg.vocab_size, cfg.d_model(), home));
     hook_embed_ = &hooks_.add_point("hook_embed", -1, {kDimBatch, kDimPos, cfg.d_model()});
     layers_ = body_->register_module("layers", torch::nn::ModuleList());
     for (int64_t l = 0; l < cfg.n_layers(); ++l) {
-      DecoderLayer layer(cfg, l, hooks_, options);
+      DecoderLayer layer(cfg, l, hooks_, home.device(layer_device(l)));
       layers_->push_back(layer);
       blocks_.push_back(layer);
       fast_.emplace_back(*layer);
@@ -112,11 +122,11 @@ class ModelImpl : public torch::nn::Module {
       if (projections == Projections::Fused) fast_.back().fuse(/*keep_values=*/false);
     }
     fused_ = projections == Projections::Fused;
-    norm_ = body_->register_module("norm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, options));
+    norm_ = body_->register_module("norm", RMSNorm(cfg.d_model(), cfg.rms_norm_eps, home));
     hook_ln_final_ = &hooks_.add_point("ln_final.hook_normalized", -1, {kDimBatch, kDimPos, cfg.d_model()});
     if (!cfg.tie_word_embeddings)
-      lm_head_ = register_module("lm_head", Linear(cfg.d_model(), cfg.vocab_size, false, options));
-    inv_freq_ = rope_inverse_frequencies(cfg.rope, cfg.d_head(), options.device());
+      lm_head_ = register_module("lm_head", Linear(cfg.d_model(), cfg.vocab_size, false, home));
+    inv_freq_ = rope_inverse_frequencies(cfg.rope, cfg.d_head(), home.device());
   }
 
   /// ids [batch, pos] (int64) -> logits [batch, pos, vocab] (or [batch, 1, vocab] with
@@ -135,6 +145,22 @@ class ModelImpl : public torch::nn::Module {
   at::ScalarType dtype() const { return options_.dtype().toScalarType(); }
   at::Device device() const { return options_.device(); }
   const at::TensorOptions& options() const { return options_; }
+  /// Layer l's device (device() for every layer unless the model is split over devices).
+  at::Device layer_device(int64_t layer) const {
+    return layer_devices_.empty() ? options_.device() : layer_devices_.at(static_cast<size_t>(layer));
+  }
+  /// Every layer's device, in order.
+  std::vector<at::Device> layer_devices() const {
+    return layer_devices_.empty() ? std::vector<at::Device>(static_cast<size_t>(cfg_.n_layers()), options_.device())
+                                  : layer_devices_;
+  }
+  /// Whether every part of the model is on one device (false: split by LoadOptions::device_map).
+  bool on_one_device() const { return layer_devices_.empty(); }
+  /// An empty KV cache for this model: `batch` rows, room for `capacity` slots, each layer's keys
+  /// and values on its layer's device.
+  KVCache make_cache(int64_t batch, int64_t capacity) const {
+    return KVCache::for_model(cfg_, batch, capacity, options_, layer_devices_);
+  }
 
   HookRegistry& hooks() { return hooks_; }
   const HookRegistry& hooks() const { return hooks_; }
@@ -272,6 +298,9 @@ class ModelImpl : public torch::nn::Module {
     const bool engine =
         fused_ && opt.fast_engine && !(opt.cache && opt.cache->tracks_gradients() && at::GradMode::is_enabled());
     if (static_step) {
+      MECHLENS_CHECK(on_one_device(), ArgumentError,
+                     "Model: a static-shape step (CUDA graph) needs a model on one device; this one is split by "
+                     "device_map");
       MECHLENS_CHECK(opt.cache && p == 1 && !live.defined() && engine && opt.stop_after_layer < 0, ArgumentError,
                      "Model: a static-shape step takes a cache, one real token per row (got {} positions) and a "
                      "fused model", p);
@@ -303,15 +332,27 @@ class ModelImpl : public torch::nn::Module {
       at::Tensor embedded = embed_tokens_(token_ids);
       if (opt.activation_gradients) embedded = embedded.detach().requires_grad_(true);
       resid = (*hook_embed_)(embedded);
+      // A model split over devices: the hidden state, angles and mask follow the layers' devices.
+      RotaryAngles here_angles = angles;
+      AttentionMask here_mask = layer_mask;
       for (size_t l = 0; l < blocks_.size(); ++l) {
+        if (!layer_devices_.empty() && resid.device() != layer_devices_[l]) {
+          const at::Device to = layer_devices_[l];
+          resid = resid.to(to);
+          here_angles = {angles.cos.to(to), angles.sin.to(to), angles.sin_signed.to(to), angles.positions.to(to),
+                         angles.inv_freq.to(to)};
+          here_mask = {layer_mask.allowed.defined() ? layer_mask.allowed.to(to) : at::Tensor(),
+                       layer_mask.bias.defined() ? layer_mask.bias.to(to) : at::Tensor()};
+        }
         if (engine && fast_[l].applies(resid)) {
-          resid = fast_[l].forward(resid, angles, layer_mask, opt.cache, slot);
+          resid = fast_[l].forward(resid, here_angles, here_mask, opt.cache, slot);
         } else {
           // A hooked block of a static step takes the readable path with the same slot write.
-          resid = blocks_[l]->forward(resid, angles, layer_mask, opt.cache, slot);
+          resid = blocks_[l]->forward(resid, here_angles, here_mask, opt.cache, slot);
         }
         if (static_cast<int64_t>(l) == opt.stop_after_layer) break;
       }
+      if (resid.device() != options_.device()) resid = resid.to(options_.device());
     } catch (...) {
       if (opt.cache && !static_step) opt.cache->rollback();
       throw;
@@ -326,8 +367,10 @@ class ModelImpl : public torch::nn::Module {
   }
 
   void moved(at::ScalarType dtype) {
-    // The device as the parameters now report it ("cuda" becomes "cuda:0").
+    // The device as the parameters now report it ("cuda" becomes "cuda:0"); to() puts every
+    // layer there, so a split model is on one device afterwards.
     const at::Device placed = embed_tokens_->weight.device();
+    layer_devices_.clear();
     options_ = options_.device(placed).dtype(dtype);
     inv_freq_ = inv_freq_.to(placed);
     for (auto& f : fast_) {
@@ -365,6 +408,12 @@ class ModelImpl : public torch::nn::Module {
     MECHLENS_CHECK(cache.dtype() == dtype() && same_device(cache.device(), device()), ArgumentError,
                    "Model::forward: the KV cache is {} on {}, the model {} on {}", c10::toString(cache.dtype()),
                    cache.device().str(), c10::toString(dtype()), device().str());
+    if (!layer_devices_.empty() || !cache.on_one_device())
+      for (int64_t l = 0; l < cfg_.n_layers(); ++l)
+        MECHLENS_CHECK(same_device(cache.layer_device(l), layer_device(l)), ArgumentError,
+                       "Model::forward: the KV cache keeps layer {} on {}, the model runs it on {} (make the cache "
+                       "with model->make_cache, or place it with KVCache::placed(model->layer_devices()))",
+                       l, cache.layer_device(l).str(), layer_device(l).str());
   }
 
   ModelConfig cfg_;
@@ -376,6 +425,7 @@ class ModelImpl : public torch::nn::Module {
   std::vector<DecoderLayer> blocks_;
   std::vector<FastLayer> fast_;  // one per block, over its parameters
   bool fused_ = false;
+  std::vector<at::Device> layer_devices_;  // one per layer when split over devices; else empty
   RMSNorm norm_{nullptr};
   Linear lm_head_{nullptr};
   at::Tensor inv_freq_;
