@@ -141,6 +141,7 @@ struct ModelArgs {
   std::string dir;
   std::string dtype = "float32";
   std::string device = "cpu";
+  std::string device_map;  ///< empty: the whole model on --device
   std::string tokenizer;  ///< empty: the model directory's tokenizer.json, if any
   bool match_transformers_v5 = false;  ///< TokenizerOptions::match_transformers_v5
 
@@ -153,6 +154,9 @@ struct ModelArgs {
                    "dtype the model runs in: float32, bfloat16 or float16 (default: float32, whatever the checkpoint "
                    "stores)");
     app.add_option("--device", device, "device the model runs on: cpu, cuda or cuda:N (default: cpu)");
+    app.add_option("--device-map", device_map,
+                   "the model's layers over devices instead: begin:end=device ranges (0:16=cuda:0,16:32=cpu) or auto "
+                   "(by free memory); the embedding and head go with layer 0 (default: none, all on --device)");
     app.add_option("--tokenizer", tokenizer,
                    "tokenizer.json, or a folder holding one, for text prompts and decoded output (default: the "
                    "--model directory's tokenizer.json)")
@@ -192,10 +196,14 @@ struct ModelArgs {
       throw ArgError("--dtype", fmt::format("'{}' is not a dtype models run in (expected float32, bfloat16 or float16)",
                                             dtype));
     const at::Device dev = blame("--device", [&] { return parse_device(device); });
+    LoadOptions options{type, dev};
+    options.device_map = blame("--device-map", [&] { return DeviceMap::parse(device_map); });
     try {
-      return load_model(dir, {type, dev});
-    } catch (const ArgumentError& e) {  // load_model's only argument check: float16 on a CPU without it
-      throw ArgError("--dtype", e.what());
+      return load_model(dir, options);
+    } catch (const ArgumentError& e) {  // the map's placement, or float16 on a CPU without it
+      const std::string what = e.what();
+      const bool map = what.find("device map") != std::string::npos || what.find("device_map") != std::string::npos;
+      throw ArgError(map ? "--device-map" : "--dtype", what);
     } catch (const Error& e) {
       throw ArgError("--model", e.what());
     }

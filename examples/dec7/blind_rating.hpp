@@ -26,16 +26,28 @@ inline std::vector<ex::GenerationRecord> records_of(const std::vector<ex::Genera
   return chosen;
 }
 
-/// Writes <dir>/sheet.csv and <dir>/key.csv for `records` shuffled with `seed`; returns the items.
-/// With `keep_other_key`, a key.csv already there that differs from this export (made from other
-/// records, and perhaps handed out with its sheet) is left as it is, and the export is skipped
-/// with a warning on stderr: a sheet already with raters must keep the key that decodes it.
+/// What an export does when <dir>/key.csv exists and differs from it (made from other records or
+/// another seed, and perhaps handed out with its sheet: a sheet with raters needs the key that
+/// decodes it).
+enum class OtherKey {
+  Keep,       ///< leave both files, skip the export with a warning on stderr (dec7_study)
+  Refuse,     ///< an error naming the file (dec7_blind_rating export)
+  Overwrite,  ///< replace them (dec7_blind_rating export --overwrite)
+};
+
+/// Writes <dir>/sheet.csv and <dir>/key.csv for `records` shuffled with `seed`; returns the items
+/// (0 when an existing key is kept). The same export again changes nothing.
 inline size_t export_blind(const std::vector<ex::GenerationRecord>& records, uint64_t seed, const std::string& dir,
-                           bool keep_other_key = false) {
+                           OtherKey other = OtherKey::Refuse) {
   const auto e = ex::blind_export(records, seed);
   const std::string key = dir + "/key.csv";
-  if (keep_other_key && fs::exists(key)) {
+  if (other != OtherKey::Overwrite && fs::exists(key)) {
     if (mechlens::io::read_file(key, "blind-rating key") == e.key_csv) return e.items;
+    MECHLENS_CHECK(other == OtherKey::Keep, mechlens::ArgumentError,
+                   "'{}' holds the key of another export (other records or another seed; its sheet may be with "
+                   "raters, and this key is the only way to read their ratings): export to another --out folder, or "
+                   "pass --overwrite to replace it",
+                   key);
     std::fprintf(stderr,
                  "warning: %s was exported from other records; kept as it is, with its sheet (export again with "
                  "dec7_blind_rating export --out <folder>, or delete %s first)\n",
@@ -50,7 +62,7 @@ inline size_t export_blind(const std::vector<ex::GenerationRecord>& records, uin
 
 /// The export of a study's run folder: every generation recorded in it, into <out>/blind/.
 inline size_t run_blind_export(Setup& s, uint64_t seed) {
-  return export_blind(s.log().records(), seed, s.flags.out + "/blind", /*keep_other_key=*/true);
+  return export_blind(s.log().records(), seed, s.flags.out + "/blind", OtherKey::Keep);
 }
 
 struct BlindImportOptions {

@@ -21,6 +21,9 @@ int main(int argc, char** argv) {
   auto* exp = app.add_subcommand("export", "write sheet.csv (item,text,rating; shuffled) and key.csv (kept apart)");
   exp->add_option("--run", run, "run folder holding generations.jsonl")->capture_default_str();
   exp->add_option("--out", out_dir, "where sheet.csv and key.csv go (default: <run>/blind)");
+  bool overwrite = false;
+  exp->add_flag("--overwrite", overwrite, "replace a key.csv of another export there (default: refuse; its sheet may "
+                                          "be with raters, and that key is then lost)");
   exp->add_option("--conditions", conditions, "comma-separated conditions to export (default: every generation)");
   exp->add_option("--seed", seed, "seed of the shuffle")->capture_default_str();
   auto* imp = app.add_subcommand("import", "join ratings through the key and recompute a phase's statistics on them");
@@ -38,7 +41,8 @@ int main(int argc, char** argv) {
       MECHLENS_CHECK(!chosen.empty(), mechlens::ArgumentError, "no generation of {} in '{}'",
                      conditions.empty() ? "any condition" : conditions, run);
       const std::string dir = out_dir.empty() ? run + "/blind" : out_dir;
-      const size_t items = dec7::export_blind(chosen, seed, dir);
+      const size_t items =
+          dec7::export_blind(chosen, seed, dir, overwrite ? dec7::OtherKey::Overwrite : dec7::OtherKey::Refuse);
       std::printf("wrote %zu items: %s/sheet.csv for raters, %s/key.csv to keep apart\n", items, dir.c_str(), dir.c_str());
       return 0;
     }

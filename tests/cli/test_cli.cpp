@@ -198,14 +198,14 @@ TEST_CASE("mechlens --help and every command's --help say what each flag does an
       {"tokenize",
        {"--tokenizer,--model", "--match-transformers-v5", "--text", "--chat", "--chat-template", "--no-special"}},
       {"decode", {"--tokenizer,--model", "--ids", "--skip-special"}},
-      {"forward", {"--model", "--dtype", "--device", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt",
+      {"forward", {"--model", "--dtype", "--device", "--device-map", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt",
                    "--chat", "--save", "--patch-file", "--out"}},
-      {"generate", {"--model", "--dtype", "--device", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt",
+      {"generate", {"--model", "--dtype", "--device", "--device-map", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt",
                     "--chat", "--max-new-tokens",
                     "--temperature", "--top-k", "--top-p", "--seed", "--stop-ids", "--ignore-eos", "--kv-source-ids",
                     "--kv-source-prompt", "--kv-layers", "--kv-align", "--kv-heads", "--kv-slots", "--patch-file",
                     "--kv-prefix-ids", "--kv-prefix-prompt", "--allow-long-context"}},
-      {"rv", {"--model", "--dtype", "--device", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt", "--chat",
+      {"rv", {"--model", "--dtype", "--device", "--device-map", "--tokenizer", "--match-transformers-v5", "--ids", "--prompt", "--chat",
               "--early", "--late", "--window", "--centered", "--per-head"}},
   };
   for (const auto& [cmd, names] : flags) {
@@ -300,6 +300,25 @@ TEST_CASE("forward writes transformers' logits and the saved hooks' activations 
       REQUIRE(test::max_rel_diff(tensor, expected) <= 1e-4);
     }
   }
+}
+
+TEST_CASE("forward --device-map splits the model and still writes transformers' logits; a bad map names the flag") {
+  // On the CPU the split is over "cpu" and "cpu:0" (one memory under two names: every boundary
+  // copy and cache block is taken; docs/scale.md). Layers 1:3 on the second device.
+  const std::string name = "llama_gqa_llama3";
+  auto ref = io::load_safetensors(model_dir(name) + "/reference.safetensors");
+  const auto ids = tensor_ids(ref.at("p1.input_ids"));
+  const std::string out = (scratch() / "split_p1.safetensors").string();
+  auto j = json_of(mechlens_cli({"forward", "--model", model_dir(name), "--ids", join_ids(ids), "--device-map",
+                                 "0:1=cpu,1:3=cpu:0,3:4=cpu", "--save", "blocks.2.attn.hook_v", "--out", out}));
+  REQUIRE(j.at("out") == out);
+  auto got = io::load_safetensors(out);
+  REQUIRE(test::max_rel_diff(got.at("logits"), ref.at("p1.logits")) <= 1e-4);
+  REQUIRE(test::max_rel_diff(got.at("blocks.2.attn.hook_v"), ref.at("p1.blocks.2.attn.hook_v")) <= 1e-4);
+  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0:2=cpu"}),
+                       {"--device-map", "layer 2 of 4 is on no device"});
+  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0-4=cpu"}),
+                       {"--device-map", "is not begin:end=device"});
 }
 
 TEST_CASE("forward --save '*' writes every hook of a prompt longer than Mistral's sliding window") {

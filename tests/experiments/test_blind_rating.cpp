@@ -12,6 +12,7 @@
 #include <mechlens/experiments/records.hpp>
 #include <mechlens/experiments/summary.hpp>
 #include <mechlens/io/csv.hpp>
+#include <mechlens/io/read_file.hpp>
 #include <mechlens/metrics/behaviour.hpp>
 
 #include "experiments_test_support.hpp"
@@ -43,6 +44,24 @@ TEST_CASE("The blind sheet hides conditions and shuffles rows; the key maps ever
   }
   CHECK(ids.size() == records.size());
   CHECK(same_place < records.size() / 10);
+}
+
+TEST_CASE("An export does not replace the key of another export unless told to", "[experiments][blind]") {
+  const std::string dir = test::temp_dir("rekey");
+  auto exported = [&](const std::string& seed, bool overwrite) {
+    std::vector<std::string> args = {"export", "--run", test::demo_run(), "--out", dir, "--seed", seed};
+    if (overwrite) args.push_back("--overwrite");
+    return test::run_program("dec7_blind_rating", args);
+  };
+  REQUIRE(exported("3", false).exit_code == 0);
+  const std::string key = mechlens::io::read_file(dir + "/key.csv", "key");
+  REQUIRE(exported("3", false).exit_code == 0);  // the same export again: nothing changes
+  const auto other = exported("4", false);
+  CHECK(other.exit_code != 0);
+  CHECK_THAT(other.output, Catch::Contains(dir + "/key.csv") && Catch::Contains("--overwrite"));
+  CHECK(mechlens::io::read_file(dir + "/key.csv", "key") == key);  // the raters' key is still there
+  REQUIRE(exported("4", true).exit_code == 0);
+  CHECK(mechlens::io::read_file(dir + "/key.csv", "key") != key);
 }
 
 TEST_CASE("Imported ratings give the statistics of the scores they carry", "[experiments][blind]") {

@@ -251,3 +251,41 @@ TEST_CASE("dec7_study, every part, over 2 processes writes every file one proces
   }
   CHECK(files >= 20);  // run.json, generations.jsonl, five phases' four files, blind/
 }
+
+TEST_CASE("dec7_kv_transfer on each test checkpoint over 2 processes writes what one process writes",
+          "[experiments][distributed]") {
+  // The four reference checkpoints (GQA, tied embeddings, a sliding window, q/k/v bias), prompts
+  // given as token ids inside their 256-token vocabulary; the toy tokenizer decodes the generated
+  // ids for the score.
+  const std::string pairs_path = test::temp_dir("dist_ckpt_pairs") + "/pairs.jsonl";
+  {
+    std::ofstream pairs(pairs_path);
+    for (int i = 0; i < 6; ++i) {
+      nlohmann::json rec = nlohmann::json::array(), base = nlohmann::json::array();
+      for (int k = 0; k < 7 + i % 3; ++k) rec.push_back((11 * i + 7 * k + 3) % 250 + 1);
+      for (int k = 0; k < 6 + i % 2; ++k) base.push_back((13 * i + 5 * k + 2) % 250 + 1);
+      pairs << nlohmann::json{{"id", "p" + std::to_string(i)}, {"recursive_ids", rec}, {"baseline_ids", base}}.dump()
+            << "\n";
+    }
+  }
+  for (const char* name : {"llama_gqa_llama3", "llama_tied", "mistral_swa", "qwen2_bias"}) {
+    auto args = [&](const std::string& out) {
+      return std::vector<std::string>{"--out", out, "--model", test::reference_model(name), "--tokenizer",
+                                      test::embedded_model(), "--pairs", pairs_path,
+                                      "--max-new-tokens", "6", "--batch-size", "2", "--threads", "1", "--progress", "off"};
+    };
+    INFO(name);
+    const std::string single = test::temp_dir(std::string("dist_ckpt_single_") + name);
+    const auto one = test::run_program("dec7_kv_transfer", args(single));
+    INFO(one.output);
+    REQUIRE(one.exit_code == 0);
+    REQUIRE(line_count(single + "/generations.jsonl") == 36);  // 6 conditions x 6 pairs
+    const std::string out = test::temp_dir(std::string("dist_ckpt_") + name);
+    auto pids = start_ranks(out, 2, false, "dec7_kv_transfer", args(out));
+    for (int r = 0; r < 2; ++r) {
+      INFO("rank " << r << ": " << read_all(out + "/rank-" + std::to_string(r) + ".log"));
+      CHECK(wait_exit(pids[r]) == 0);
+    }
+    expect_same_run(single, out);
+  }
+}

@@ -119,8 +119,10 @@ class GenerationRvProbe {
       at::Tensor all = prefill_[which];
       if (steps > 0)  // [b, kv, slots, d] -> [b, steps, kv*d]
         all = at::cat({all, cache.value_storage(layer).narrow(2, lp, steps).transpose(1, 2).flatten(2)}, 1);
-      all = all.index_select(0, rows_here);
-      return all.gather(1, cols.unsqueeze(-1).expand({-1, -1, all.size(2)}));
+      // The layer's device (a model split over devices keeps each layer's values on its own),
+      // then the windows, which are small, on the cache's first device for the two to meet.
+      all = all.index_select(0, rows_here.to(all.device()));
+      return all.gather(1, cols.to(all.device()).unsqueeze(-1).expand({-1, -1, all.size(2)})).to(cache.device());
     };
     RvResult part = ::mechlens::detail::rv_from_windows(windows(0), windows(1), options_, kv_heads_);
     out.pr_early.index_copy_(0, rows, part.pr_early);
