@@ -315,9 +315,11 @@ TEST_CASE("forward --device-map splits the model and still writes transformers' 
   auto got = io::load_safetensors(out);
   REQUIRE(test::max_rel_diff(got.at("logits"), ref.at("p1.logits")) <= 1e-4);
   REQUIRE(test::max_rel_diff(got.at("blocks.2.attn.hook_v"), ref.at("p1.blocks.2.attn.hook_v")) <= 1e-4);
-  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0:2=cpu"}),
+  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0:2=cpu",
+                                     "--out", out}),
                        {"--device-map", "layer 2 of 4 is on no device"});
-  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0-4=cpu"}),
+  require_bad_argument(mechlens_cli({"forward", "--model", model_dir(name), "--ids", "1,2", "--device-map", "0-4=cpu",
+                                     "--out", out}),
                        {"--device-map", "is not begin:end=device"});
 }
 
