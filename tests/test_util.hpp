@@ -1,9 +1,12 @@
 #pragma once
 // Helpers shared by the tests.
+#include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 namespace mechlens::test {
@@ -51,6 +54,19 @@ inline size_t comparable(const nlohmann::json& margins) {
     ++n;
   }
   return n;
+}
+
+/// Greedy tokens against a generation.json record (tests/reference/make_model_reference.py):
+/// token k is compared while every reference margin up to it is above 1e-3.
+inline void require_same_prefix(const std::vector<int64_t>& ours, const nlohmann::json& record) {
+  const auto expected = record.at("new_ids").get<std::vector<int64_t>>();
+  const size_t n = comparable(record.at("margins"));
+  REQUIRE(n > 0);
+  REQUIRE(ours.size() >= n);
+  for (size_t i = 0; i < n; ++i) {
+    INFO("token " << i);
+    REQUIRE(ours[i] == expected[i]);
+  }
 }
 
 }  // namespace mechlens::test

@@ -12,20 +12,9 @@
 using namespace mechlens;
 
 namespace {
+using test::require_same_prefix;
 std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
 
-using test::comparable;
-
-void require_same_prefix(const std::vector<int64_t>& ours, const nlohmann::json& record) {
-  auto expected = record.at("new_ids").get<std::vector<int64_t>>();
-  size_t n = comparable(record.at("margins"));
-  REQUIRE(n > 0);
-  REQUIRE(ours.size() >= n);
-  for (size_t i = 0; i < n; ++i) {
-    INFO("token " << i);
-    REQUIRE(ours[i] == expected[i]);
-  }
-}
 
 GenerationOptions greedy_options(int64_t n) {
   GenerationOptions g;

@@ -23,6 +23,7 @@
 using namespace mechlens;
 
 namespace {
+using test::require_same_prefix;
 constexpr double kTol = 1e-4;
 std::string model_dir(const std::string& name) { return std::string(MECHLENS_TEST_DATA) + "/models/" + name; }
 
@@ -42,17 +43,6 @@ Model load_split(const std::string& name) {
   o.dtype = at::kFloat;
   o.device_map.ranges = {{0, 1, a}, {1, n - 1, b}, {n - 1, n, a}};
   return load_model(model_dir(name), o);
-}
-
-void require_same_prefix(const std::vector<int64_t>& ours, const nlohmann::json& record) {
-  auto expected = record.at("new_ids").get<std::vector<int64_t>>();
-  const size_t n = test::comparable(record.at("margins"));
-  REQUIRE(n > 0);
-  REQUIRE(ours.size() >= n);
-  for (size_t i = 0; i < n; ++i) {
-    INFO("token " << i);
-    REQUIRE(ours[i] == expected[i]);
-  }
 }
 
 GenerationOptions greedy(int64_t n) {
