@@ -42,10 +42,6 @@
 
 namespace mechlens::experiments {
 
-/// What computes `model`'s records: the mechlens and LibTorch versions, the device and dtype,
-/// whether the model is fused (the fast engine, models/fast_engine.hpp, runs every block without
-/// an active hook), whether mechlens' CUDA kernels run for its activations
-/// (kernels::fused_available), and `cuda_graph` (GenerationResult::used_cuda_graph).
 /// The kind of device a model computes on, as records name it: "cpu" or "cuda" (no index: ranks
 /// on different GPUs of a distributed run make the same records), and for a model split over
 /// devices the kinds in layer order joined by "+" ("cuda+cpu": offloaded layers compute there).
@@ -58,6 +54,10 @@ inline std::string device_kind(const ModelImpl& model) {
   return out;
 }
 
+/// What computes `model`'s records: the mechlens and LibTorch versions, the device kind
+/// (device_kind) and dtype, whether the model is fused (the fast engine, models/fast_engine.hpp, runs every block without
+/// an active hook), whether mechlens' CUDA kernels run for its activations
+/// (kernels::fused_available), and `cuda_graph` (GenerationResult::used_cuda_graph).
 inline nlohmann::json made_with(const ModelImpl& model, bool cuda_graph = false) {
   at::NoGradGuard no_grad;  // as in decoding: the kernels run only without autograd
   const bool kernels = model.fused() && kernels::fused_available(at::empty({0}, model.options()));

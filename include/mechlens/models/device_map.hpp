@@ -59,18 +59,16 @@ struct DeviceMap {
       const auto colon = item.find(':'), eq = item.find('=');
       MECHLENS_CHECK(colon != std::string::npos && eq != std::string::npos && colon < eq, ArgumentError,
                      "device map '{}': '{}' is not begin:end=device (e.g. 0:16=cuda:0)", text, item);
+      auto layer = [&](const std::string& digits) {
+        MECHLENS_CHECK(!digits.empty() && digits.size() <= 9 &&
+                           digits.find_first_not_of("0123456789") == std::string::npos,
+                       ArgumentError, "device map '{}': '{}' is not begin:end=device with whole layer numbers", text,
+                       item);
+        return static_cast<int64_t>(std::stoll(digits));
+      };
       Range r;
-      try {
-        size_t used = 0;
-        r.begin = std::stoll(item.substr(0, colon), &used);
-        MECHLENS_CHECK(used == colon, ArgumentError, "");
-        const std::string end = item.substr(colon + 1, eq - colon - 1);
-        r.end = std::stoll(end, &used);
-        MECHLENS_CHECK(used == end.size(), ArgumentError, "");
-      } catch (const std::exception&) {
-        detail::raise<ArgumentError>("device map '{}': '{}' is not begin:end=device with whole layer numbers", text,
-                                     item);
-      }
+      r.begin = layer(item.substr(0, colon));
+      r.end = layer(item.substr(colon + 1, eq - colon - 1));
       r.device = parse_device(item.substr(eq + 1));
       m.ranges.push_back(r);
     }

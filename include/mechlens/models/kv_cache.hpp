@@ -350,11 +350,10 @@ class KVCache {
     MECHLENS_CHECK(defined(), ArgumentError, "KVCache::placed: the cache is empty (default-constructed)");
     KVCache c(n_layers(), batch(), n_kv_heads(), d_head(), std::max<int64_t>(capacity(), 1),
               first_keys().options(), layer_devices);
-    for (auto [first, count] : c.spans(0, n_layers()))
-      for (int64_t l = first; l < first + count; ++l) {
-        c.key_storage(l).copy_(key_storage(l));
-        c.value_storage(l).copy_(value_storage(l));
-      }
+    for (int64_t l = 0; l < n_layers(); ++l) {
+      c.key_storage(l).copy_(key_storage(l));
+      c.value_storage(l).copy_(value_storage(l));
+    }
     c.positions_.copy_(positions_);
     c.valid_.copy_(valid_);
     c.length_ = length_;

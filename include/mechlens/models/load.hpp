@@ -164,22 +164,10 @@ inline void load_weights(ModelImpl& model, const io::SafetensorsCheckpoint& chec
     for (const at::Tensor& piece : item.dst->view({-1}).split(kPiece)) pieces.push_back(at::isfinite(piece).all());
     finite.push_back(at::stack(pieces).all());
   }
-  // One stack per device (a model split by device_map), then one copy each to the host.
-  std::vector<bool> flags(items.size(), true);
-  std::vector<bool> done(items.size(), false);
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (done[i]) continue;
-    std::vector<size_t> here;
-    std::vector<at::Tensor> flags_here;
-    for (size_t j = i; j < items.size(); ++j)
-      if (!done[j] && finite[j].device() == finite[i].device()) {
-        here.push_back(j);
-        flags_here.push_back(finite[j]);
-        done[j] = true;
-      }
-    const at::Tensor ok = at::stack(flags_here).cpu();
-    for (size_t k = 0; k < here.size(); ++k) flags[here[k]] = ok[static_cast<int64_t>(k)].item<bool>();
-  }
+  // A model split by device_map: every flag on the model's device, for one stack.
+  for (at::Tensor& f : finite) f = f.to(model.device());
+  const at::Tensor ok = at::stack(finite).cpu();
+  const bool* flags = ok.data_ptr<bool>();
   for (size_t i = 0; i < items.size(); ++i)
     if (!flags[i])
       warn("checkpoint '{}': tensor '{}' holds NaN or Inf values (loaded as they are; every output that depends "
